@@ -1,0 +1,9 @@
+"""Declarative grids (and, later, search spaces). Importing registers the built-in grids.
+
+A user adds a grid by adding one module that calls `register_grid` and importing it here.
+"""
+
+from ablations import mnist100
+from ablations.grid import Grid, Variant, get_grid, grid_names, register_grid
+
+__all__ = ["Grid", "Variant", "get_grid", "grid_names", "mnist100", "register_grid"]

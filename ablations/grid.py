@@ -1,0 +1,62 @@
+"""A grid is data: a control, named variants as small overrides of it, and seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    method: str
+    # Config overrides in paper units (epoch lengths of 300 epochs; profiles scale them).
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    variants: tuple[Variant, ...]
+    control: str = "control"
+    default_seeds: int = 5
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"grid {self.name!r} has duplicate variant names")
+        if self.control not in names:
+            raise ValueError(f"grid {self.name!r}: control {self.control!r} is not a variant")
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise ConfigError(f"grid {self.name!r} has no variant {name!r}; "
+                          f"choose from: {', '.join(v.name for v in self.variants)}")
+
+
+_GRIDS: dict[str, Grid] = {}
+
+
+def register_grid(grid: Grid) -> Grid:
+    if grid.name in _GRIDS:
+        raise ValueError(f"grid {grid.name!r} is registered twice")
+    _GRIDS[grid.name] = grid
+    return grid
+
+
+def grid_names() -> list[str]:
+    return sorted(_GRIDS)
+
+
+def get_grid(name: str) -> Grid:
+    if name not in _GRIDS:
+        raise ConfigError(f"unknown grid {name!r}; choose one of: {', '.join(grid_names())} "
+                          f"(`sslbench ablate --list`)")
+    return _GRIDS[name]

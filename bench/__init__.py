@@ -1,0 +1,1 @@
+"""sslbench engine: data, config, training loop, run store, runner and CLI."""

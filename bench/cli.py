@@ -1,0 +1,218 @@
+"""`sslbench`: the command line. Side effects live here; the engine stays pure.
+
+    sslbench data fetch [--dataset mnist] [--root DIR]        # root also from SSLBENCH_DATA
+    sslbench run --method NAME --seed N --profile P [--set key=value ...] [--device D] [--out FILE]
+    sslbench ablate --grid NAME --profile P --seeds N [--storage URL] [--workers N] | --list
+    sslbench report --grid NAME [--profile P] [--storage URL] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file beside `path`, then rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
+        json.dump(data, tmp, indent=1)
+    os.replace(tmp.name, path)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    from bench.datasets import default_root
+
+    return Path(args.root).expanduser() if args.root else default_root()
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from bench.datasets import fetch, get_dataset
+
+    print(fetch(_data_root(args), get_dataset(args.dataset), log=_log))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.config import build_config, parse_set_args
+    from bench.record import build_record
+    from bench.runner import default_threads
+    from bench.train import EpochSummary, resolve_device, single_run
+
+    config = build_config(args.method, args.seed, args.profile, parse_set_args(args.set or []))
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or default_threads(1))
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{args.method}-seed{args.seed}-{args.profile}-{config.config_hash()}.json")
+    _check_writable(out.parent)
+    _log(f"run {config.config_hash()}: {args.method}, seed {args.seed}, profile {args.profile}, "
+         f"{config.train.epochs} epochs, device {device}")
+
+    def progress(s: EpochSummary) -> None:
+        left = s.elapsed_seconds / (s.epoch + 1) * (s.epochs - s.epoch - 1)
+        _log(f"epoch {s.epoch + 1}/{s.epochs}  sup {s.supervised_loss[0]:.4f}  "
+             f"unsup {s.unsupervised_loss[0]:.5f}  w {s.weight:.4f}  "
+             f"test acc {s.test_accuracy[0]:.2%}  {s.train_images_per_s:,.0f} img/s  "
+             f"{s.epoch_seconds:.1f} s  ~{left:.0f} s left")
+
+    started = dt.datetime.now(dt.UTC)
+    result = single_run(config, device=device, data_root=_data_root(args), progress=progress)
+    record = build_record(config, result, device, started)
+    _write_json_atomic(out, record)
+    metrics = record["metrics"]
+    print(f"{args.method} seed {args.seed}: test accuracy {metrics['final_test_accuracy']:.2%} "
+          f"(last epoch; lowest-train-loss epoch {metrics['lowest_train_loss_epoch'] + 1}: "
+          f"{metrics['lowest_train_loss_test_accuracy']:.2%}), "
+          f"{record['throughput']['train_images_per_s_median']:,.0f} train img/s; "
+          f"record: {out}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from ablations import get_grid, grid_names
+    from bench.config import get_profile, parse_set_args
+    from bench.runner import run_grid
+    from bench.store import RunStore
+
+    if args.list:
+        for name in grid_names():
+            grid = get_grid(name)
+            print(f"{name}: {grid.description}")
+            for variant in grid.variants:
+                print(f"  {variant.name:<14} {variant.method:<20} {variant.description}")
+        return 0
+    if not args.grid:
+        raise UserError("ablate needs --grid NAME (or --list to see the grids)")
+    get_profile(args.profile)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    store = RunStore(args.storage)
+    outcome = run_grid(args.grid, args.profile, list(range(args.seeds)), store=store,
+                       variants=args.variants, overrides=parse_set_args(args.set or []),
+                       workers=args.workers, device=args.device, threads=args.threads,
+                       data_root=_data_root(args), retry_failed=args.retry_failed, log=_log)
+    print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
+          f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
+          f"({outcome.total} cells); store {store.url}")
+    return 1 if outcome.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.store import RunStore
+    from reports.build import write_report
+
+    out = Path(args.out)
+    _check_writable(out)
+    path = write_report(RunStore(args.storage), args.grid, args.profile, out)
+    print(f"report written: {path}")
+    return 0
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {folder}: {error.strerror}; "
+                        f"choose another --out") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output folder {folder} is not writable; choose another --out")
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.store import DEFAULT_URL
+
+    parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def data_root_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", help="data folder (default: $SSLBENCH_DATA or "
+                                      "~/.cache/sslbench/data)")
+
+    def training_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", default="quick", help="paper | quick | smoke (default quick)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+        p.add_argument("--threads", type=int, default=None,
+                       help="CPU threads per process (default: cores / workers)")
+        data_root_flag(p)
+
+    data = commands.add_parser("data", help="dataset files")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_commands.add_parser("fetch", help="download and verify a dataset")
+    fetch.add_argument("--dataset", default="mnist")
+    data_root_flag(fetch)
+    fetch.set_defaults(func=cmd_data_fetch)
+
+    run = commands.add_parser("run", help="train one method with one seed, write its record")
+    run.add_argument("--method", required=True)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", help="record file (default runs/METHOD-seedN-PROFILE-HASH.json)")
+    training_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    ablate = commands.add_parser("ablate", help="run a grid of variants x seeds into the store")
+    ablate.add_argument("--grid")
+    ablate.add_argument("--list", action="store_true", help="list the grids and their variants")
+    ablate.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    ablate.add_argument("--variants", nargs="+", help="only these variants")
+    ablate.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
+    ablate.add_argument("--workers", type=int, default=1, help="cells run at once, one process each")
+    ablate.add_argument("--retry-failed", action="store_true",
+                        help="also rerun cells that diverged (crashed cells are always retried)")
+    training_flags(ablate)
+    ablate.set_defaults(func=cmd_ablate)
+
+    report = commands.add_parser("report", help="statistical report of a grid from the store")
+    report.add_argument("--grid", required=True)
+    report.add_argument("--profile", help="which profile's runs (default: the only one stored)")
+    report.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
+    report.add_argument("--out", default="report", help="output folder (default ./report)")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are kept; run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

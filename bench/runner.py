@@ -1,0 +1,256 @@
+"""The grid runner: every (variant, seed) cell once, stored as it finishes.
+
+Cells already finished are skipped; cells that crashed or were interrupted are retried;
+a cell that fails is recorded with its reason and the grid goes on. `workers > 1` runs
+cells in separate processes (spawned; on CPU one thread each, never oversubscribed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablations import get_grid
+from ablations.grid import Grid
+from bench.config import RunConfig, build_config, config_from_dict
+from bench.errors import DivergedError
+from bench.record import build_record
+from bench.store import RETRIED_FAILURES, RunStore, grid_study_name, latest_by_cell
+from bench.train import EpochSummary, resolve_device, single_run
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+def plan_cells(grid: Grid, profile: str, seeds: Sequence[int],
+               variants: Sequence[str] | None = None,
+               overrides: dict[str, str] | None = None) -> list[Cell]:
+    """All cells of the grid (or of the chosen variants), configs checked up front."""
+    chosen = [grid.variant(name) for name in variants] if variants else list(grid.variants)
+    # Seed-major order: an interrupted grid leaves whole seeds, i.e. complete pairs.
+    return [Cell(v.name, seed, build_config(v.method, seed, profile, overrides, v.overrides))
+            for seed in seeds for v in chosen]
+
+
+@dataclass
+class GridOutcome:
+    total: int
+    already_done: int
+    finished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped_running: list[str] = field(default_factory=list)
+    skipped_diverged: list[str] = field(default_factory=list)
+
+
+def default_threads(workers: int) -> int:
+    """Threads per worker on CPU: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+# -- one cell, in whichever process runs it -----------------------------------------------
+
+_progress_queue: Any = None
+
+
+def _init_worker(queue: Any, threads: int) -> None:
+    global _progress_queue
+    _progress_queue = queue
+    torch.set_num_threads(threads)
+
+
+def execute_cell(config_dict: dict[str, Any], cell_key: str, device_name: str, data_root: str,
+                 progress: Callable[[str, EpochSummary], None] | None = None) -> dict[str, Any]:
+    """Run one cell; never raises: returns {"status": "ok"|"diverged"|"error", ...}."""
+    try:
+        config = config_from_dict(config_dict)
+        device = resolve_device(device_name)
+        started = dt.datetime.now(dt.UTC)
+
+        def report(summary: EpochSummary) -> None:
+            if progress is not None:
+                progress(cell_key, summary)
+            elif _progress_queue is not None:
+                _progress_queue.put((cell_key, summary))
+
+        result = single_run(config, device=device, data_root=Path(data_root), progress=report)
+        return {"status": "ok", "record": build_record(config, result, device, started)}
+    except DivergedError as error:
+        return {"status": "diverged", "reason": str(error)}
+    except Exception as error:
+        detail = traceback.format_exc(limit=8)
+        return {"status": "error", "reason": f"{type(error).__name__}: {error}\n{detail}"}
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+class Progress:
+    """One line per epoch: cells done / total, the cell's epoch and accuracy, time left."""
+
+    def __init__(self, total: int, done: int, workers: int, epochs_per_cell: int,
+                 stream: Any = sys.stderr) -> None:
+        self.total, self.done, self.workers = total, done, workers
+        self.epochs_per_cell = epochs_per_cell
+        self.stream = stream
+        self.epoch_seconds: list[float] = []
+        self.epochs_left_in_flight: dict[str, int] = {}
+        self.pending = 0
+
+    def epoch(self, cell: str, summary: EpochSummary) -> None:
+        self.epoch_seconds.append(summary.epoch_seconds + summary.eval_seconds)
+        self.epochs_left_in_flight[cell] = summary.epochs - summary.epoch - 1
+        recent = self.epoch_seconds[-20:]
+        per_epoch = sum(recent) / len(recent)
+        epochs_left = (sum(self.epochs_left_in_flight.values())
+                       + self.pending * self.epochs_per_cell)
+        eta = per_epoch * epochs_left / self.workers
+        acc = ", ".join(f"{a:.2%}" for a in summary.test_accuracy)
+        print(f"[{self.done}/{self.total} cells] {cell} epoch {summary.epoch + 1}/{summary.epochs}"
+              f" test acc {acc} w {summary.weight:.4f} "
+              f"{summary.train_images_per_s:,.0f} img/s | ~{_duration(eta)} left",
+              file=self.stream, flush=True)
+
+    def cell_done(self, cell: str, message: str) -> None:
+        self.done += 1
+        self.epochs_left_in_flight.pop(cell, None)
+        print(f"[{self.done}/{self.total} cells] {cell}: {message}", file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# -- the grid ------------------------------------------------------------------------------
+
+
+def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunStore,
+             variants: Sequence[str] | None = None, overrides: dict[str, str] | None = None,
+             workers: int = 1, device: str = "auto", threads: int | None = None,
+             data_root: Path, retry_failed: bool = False,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+             ) -> GridOutcome:
+    grid = get_grid(grid_name)
+    cells = plan_cells(grid, profile, seeds, variants, overrides)
+    study_id = store.study_id(grid_study_name(grid_name, profile),
+                              {"grid": grid_name, "profile": profile, "kind": "grid"})
+    for cell in store.reap_interrupted(study_id):
+        log(f"{cell}: its process ended before it finished; it will be rerun")
+    latest = latest_by_cell(store.cell_runs(study_id))
+
+    outcome = GridOutcome(total=len(cells), already_done=0)
+    pending: list[Cell] = []
+    for cell in cells:
+        run = latest.get(cell.key)
+        if run is not None and run.state == "COMPLETE":
+            outcome.already_done += 1
+        elif run is not None and run.state == "RUNNING":
+            outcome.skipped_running.append(cell.key)
+        elif (run is not None and run.state == "FAIL" and run.failure_kind not in RETRIED_FAILURES
+              and not retry_failed):
+            outcome.skipped_diverged.append(cell.key)
+        else:
+            pending.append(cell)
+    if not pending:
+        log(f"{grid_name}/{profile}: nothing to run: {outcome.already_done} of {len(cells)} "
+            f"cells already finished" + _skips(outcome))
+        return outcome
+    log(f"{grid_name}/{profile}: {len(pending)} of {len(cells)} cells to run "
+        f"({outcome.already_done} already finished{_skips(outcome)}), {workers} worker(s), "
+        f"store {store.url}")
+
+    resolved = resolve_device(device)
+    threads = threads or default_threads(workers if resolved.type == "cpu" else 1)
+    progress = Progress(len(cells), outcome.already_done + len(outcome.skipped_diverged), workers,
+                        cells[0].config.train.epochs)
+    progress.pending = len(pending)
+
+    def settle(cell: Cell, trial_id: int, result: dict[str, Any]) -> None:
+        if result["status"] == "ok":
+            store.finish_cell(trial_id, result["record"])
+            outcome.finished.append(cell.key)
+            metrics = result["record"]["metrics"]
+            flag = " (collapsed to near chance)" if metrics["collapsed"] else ""
+            progress.cell_done(cell.key, f"test acc {metrics['final_test_accuracy']:.2%}{flag}")
+        else:
+            kind = result["status"]
+            store.fail_cell(trial_id, result["reason"], kind)
+            outcome.failed.append(cell.key)
+            progress.cell_done(cell.key, f"FAILED ({kind}): {result['reason'].splitlines()[0]}")
+
+    if workers <= 1:
+        torch.set_num_threads(threads)
+        for cell in pending:
+            progress.pending -= 1
+            trial_id = store.start_cell(study_id, cell.key, cell.variant, cell.seed,
+                                        cell.config.to_dict())
+            settle(cell, trial_id, execute_cell(cell.config.to_dict(), cell.key, device,
+                                                str(data_root), progress=progress.epoch))
+        return outcome
+
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(queue, threads)) as pool:
+        in_flight: dict[Future[dict[str, Any]], tuple[Cell, int]] = {}
+        queued = list(pending)
+        while queued or in_flight:
+            while queued and len(in_flight) < workers:
+                cell = queued.pop(0)
+                progress.pending -= 1
+                trial_id = store.start_cell(study_id, cell.key, cell.variant, cell.seed,
+                                            cell.config.to_dict())
+                future = pool.submit(execute_cell, cell.config.to_dict(), cell.key, device,
+                                     str(data_root))
+                in_flight[future] = (cell, trial_id)
+            done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
+            _drain(queue, progress)
+            for future in done:
+                cell, trial_id = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except Exception as error:  # the worker process itself died
+                    result = {"status": "error", "reason": f"worker process failed: {error}"}
+                settle(cell, trial_id, result)
+        _drain(queue, progress)
+    return outcome
+
+
+def _drain(queue: Any, progress: Progress) -> None:
+    while True:
+        try:
+            cell, summary = queue.get_nowait()
+        except Exception:  # queue.Empty; also a queue closed by a dying worker
+            return
+        progress.epoch(cell, summary)
+
+
+def _skips(outcome: GridOutcome) -> str:
+    parts = []
+    if outcome.skipped_running:
+        parts.append(f", {len(outcome.skipped_running)} running elsewhere")
+    if outcome.skipped_diverged:
+        parts.append(f", {len(outcome.skipped_diverged)} diverged (kept; --retry-failed reruns)")
+    return "".join(parts)
+

@@ -1,0 +1,183 @@
+"""The training loop: R runs of one config (differing only in seed) trained as one stack.
+
+Data, labels, method state and random generators live on the training device; batches
+are drawn by index from a per-run seeded permutation. Inside the step nothing is read
+back to the host: loss sums accumulate on the device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.config import RunConfig
+from bench.data import PreparedData, prepare
+from bench.errors import DivergedError
+from bench.model import forward, init_params, predict
+from bench.seeds import generator
+from bench.throughput import peak_memory_mib, reset_peak_memory
+from methods import Batch, MethodContext, get_method
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from bench.errors import UserError
+
+        raise UserError(f"device {name!r} asked for, but no CUDA device is available; "
+                        f"use --device cpu or --device auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        from bench.errors import UserError
+
+        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """What one epoch produced, per run (lists have one entry per run of the stack)."""
+
+    epoch: int  # counted from 0
+    epochs: int
+    weight: float  # unsupervised weight w(t) this epoch
+    supervised_loss: list[float]  # mean over the epoch's batches
+    unsupervised_loss: list[float]  # mean over the epoch's batches, before the weight
+    train_loss: list[float]  # mean of supervised + w * unsupervised
+    test_accuracy: list[float]  # fraction in [0, 1]
+    val_accuracy: list[float] | None
+    epoch_seconds: float  # training steps only
+    eval_seconds: float
+    train_images_per_s: float  # all runs of the stack together
+    elapsed_seconds: float  # since training started, evaluation included
+
+
+ProgressFn = Callable[[EpochSummary], None]
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run of a stack; `bench.record` turns it into the stored record."""
+
+    seed: int
+    labeled_indices: list[int]
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    final_test_accuracy: float = math.nan
+    stack_size: int = 1
+
+
+CURVE_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy")
+
+
+def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device,
+                data_root: Path, data: PreparedData | None = None,
+                progress: ProgressFn | None = None) -> list[RunResult]:
+    """Train one run per seed, all sharing `config` apart from the seed."""
+    if data is None:
+        data = prepare(config.data, seeds, data_root, device)
+    runs = len(seeds)
+    cfg_model, cfg_train = config.model, config.train
+    num_train = data.num_train
+    image_size = int(data.train_images.shape[-1])
+
+    params = init_params(cfg_model, data.num_classes, image_size,
+                         [generator(s, "init") for s in seeds], device)
+    optimizer = torch.optim.Adam(params.values(), lr=cfg_train.lr,
+                                 betas=(cfg_train.beta1, cfg_train.beta2))
+    method = get_method(config.method.name)(MethodContext(
+        config=config.method, num_runs=runs, num_train=num_train,
+        num_classes=data.num_classes, num_labels=config.data.num_labels, device=device))
+    order_gens = [generator(s, "order") for s in seeds]  # CPU: permutations match across devices
+    noise_gens = [generator(s, "noise", device) for s in seeds]
+    dropout_gens = [generator(s, "dropout", device) for s in seeds]
+
+    results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs)
+               for i, s in enumerate(seeds)]
+    curves: dict[str, list[list[float]]] = {k: [] for k in (*CURVE_KEYS, "val_accuracy")}
+    shared: dict[str, list[float]] = {"weight": [], "epoch_seconds": [], "eval_seconds": [],
+                                      "train_images_per_s": []}
+    batch_size = cfg_train.batch_size
+    steps = math.ceil(num_train / batch_size)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+
+    for epoch in range(cfg_train.epochs):
+        weight = method.weight(epoch)
+        weight_t = torch.tensor(weight, device=device)  # a device scalar: no sync in the step
+        sums = torch.zeros(3, runs, device=device)  # supervised, unsupervised, total
+        order = torch.stack([torch.randperm(num_train, generator=g) for g in order_gens]).to(device)
+        epoch_start = time.perf_counter()
+        for step in range(steps):
+            indices = order[:, step * batch_size:(step + 1) * batch_size]  # (R, B)
+            batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices))
+            logits = forward(params, cfg_model, data.train_images[indices], training=True,
+                             noise_gens=noise_gens, dropout_gens=dropout_gens)
+            losses = method.losses(logits, batch, epoch)
+            total = losses.supervised + weight_t * losses.unsupervised  # (R,)
+            optimizer.zero_grad(set_to_none=True)
+            # Runs are independent: the gradient of the sum is each run's own gradient.
+            total.sum().backward()
+            optimizer.step()
+            sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
+        method.end_epoch(epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds = time.perf_counter() - epoch_start
+
+        means = (sums / steps).cpu()  # the one read-back of the epoch
+        for name, row in zip(("supervised_loss", "unsupervised_loss", "train_loss"), means,
+                             strict=True):
+            if not torch.isfinite(row).all():
+                raise DivergedError(epoch, name)
+            curves[name].append(row.tolist())
+
+        eval_start = time.perf_counter()
+        test_acc = _accuracy(params, cfg_model, data.test_images, data.test_labels)
+        val_acc = (_accuracy(params, cfg_model, data.val_images, data.val_labels)
+                   if data.val_images is not None and data.val_labels is not None else None)
+        eval_seconds = time.perf_counter() - eval_start
+        curves["test_accuracy"].append(test_acc)
+        if val_acc is not None:
+            curves["val_accuracy"].append(val_acc)
+        images_per_s = runs * num_train / epoch_seconds
+        for key, value in (("weight", weight), ("epoch_seconds", epoch_seconds),
+                           ("eval_seconds", eval_seconds), ("train_images_per_s", images_per_s)):
+            shared[key].append(value)
+        if progress is not None:
+            progress(EpochSummary(
+                epoch=epoch, epochs=cfg_train.epochs, weight=weight,
+                supervised_loss=means[0].tolist(), unsupervised_loss=means[1].tolist(),
+                train_loss=means[2].tolist(), test_accuracy=test_acc, val_accuracy=val_acc,
+                epoch_seconds=epoch_seconds, eval_seconds=eval_seconds,
+                train_images_per_s=images_per_s,
+                elapsed_seconds=time.perf_counter() - started))
+
+    peak_mib = peak_memory_mib(device)
+    for run, result in enumerate(results):
+        result.curves = {k: [epoch_values[run] for epoch_values in v] for k, v in curves.items() if v}
+        result.curves.update({k: list(v) for k, v in shared.items()})
+        result.curves["peak_memory_mib"] = [peak_mib]
+        result.final_test_accuracy = result.curves["test_accuracy"][-1]
+    return results
+
+
+def _accuracy(params: dict[str, torch.Tensor], cfg_model: Any, images: torch.Tensor,
+              labels: torch.Tensor) -> list[float]:
+    """Per-run accuracy in [0, 1] of the evaluation-mode model."""
+    predictions = predict(params, cfg_model, images)
+    return (predictions == labels).float().mean(dim=1).cpu().tolist()
+
+
+def single_run(config: RunConfig, *, device: torch.device, data_root: Path,
+               progress: ProgressFn | None = None) -> RunResult:
+    """One run: a stack of one."""
+    (result,) = train_stack(replace(config), [config.seed], device=device, data_root=data_root,
+                            progress=progress)
+    return result

@@ -1,0 +1,20 @@
+"""Semi-supervised methods, one small module each, registered by name.
+
+Importing this package registers the built-in methods.
+"""
+
+from methods import supervised, temporal_ensembling
+from methods.base import Batch, Method, MethodContext, StepLosses
+from methods.registry import get_method, method_names, register
+
+__all__ = [
+    "Batch",
+    "Method",
+    "MethodContext",
+    "StepLosses",
+    "get_method",
+    "method_names",
+    "register",
+    "supervised",
+    "temporal_ensembling",
+]

@@ -1,0 +1,79 @@
+"""The method contract: a method holds its math and its state, nothing else.
+
+The training loop owns batching, the model, the optimizer and evaluation; per batch it
+gives the method the student's outputs of one noisy pass and asks for the loss terms.
+Every tensor carries a leading run dimension R (runs trained as one stack; one run is a
+stack of one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from methods.losses import supervised_loss
+from methods.ramp import unsupervised_weight
+
+if TYPE_CHECKING:
+    from bench.config import MethodConfig
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    config: MethodConfig
+    num_runs: int  # R
+    num_train: int  # N: training samples, indexed 0..N-1 by the batches
+    num_classes: int  # C
+    num_labels: int  # k: labeled samples per run
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Batch:
+    indices: torch.Tensor  # (R, B) int64 sample indices into the training set
+    labels: torch.Tensor  # (R, B) int64, UNLABELED (-1) for unlabeled samples
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    supervised: torch.Tensor  # (R,)
+    unsupervised: torch.Tensor  # (R,), before the weight w(t)
+
+
+class Method:
+    """Base class. Subclasses register with `@register(name)` and override `losses`."""
+
+    name: ClassVar[str] = "base"
+    # Whether the method has an unsupervised term; the supervised baseline has none.
+    uses_unlabeled: ClassVar[bool] = True
+
+    def __init__(self, context: MethodContext) -> None:
+        self.context = context
+        self.config = context.config
+
+    def weight(self, epoch: int) -> float:
+        """The unsupervised weight w(t) for `epoch` (counted from 0)."""
+        if not self.uses_unlabeled:
+            return 0.0
+        return unsupervised_weight(
+            epoch, w_max=self.config.w_max, ramp_epochs=self.config.ramp_epochs,
+            shape=self.config.ramp_shape, num_labels=self.context.num_labels,
+            num_train=self.context.num_train)
+
+    def supervised(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return supervised_loss(logits, batch.labels, self.config.supervised_scaling)
+
+    def losses(self, logits: torch.Tensor, batch: Batch, epoch: int) -> StepLosses:
+        """logits (R, B, C) of one noisy training pass -> the loss terms."""
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called after the last step of `epoch` (counted from 0)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
