@@ -11,6 +11,8 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -70,10 +72,19 @@ def default_threads(workers: int) -> int:
 _progress_queue: Any = None
 
 
-def _init_worker(queue: Any, threads: int) -> None:
+def _init_worker(queue: Any, threads: int, parent_pid: int) -> None:
     global _progress_queue
     _progress_queue = queue
     torch.set_num_threads(threads)
+    # A worker whose runner was killed (kill -9 skips all clean-up) must not train on
+    # for nobody: its cell is already marked interrupted by the next run.
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int, poll_s: float = 1.0) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def execute_cell(config_dict: dict[str, Any], cell_key: str, device_name: str, data_root: str,
@@ -212,7 +223,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     context = mp.get_context("spawn")
     queue = context.Queue()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(queue, threads)) as pool:
+                             initargs=(queue, threads, os.getpid())) as pool:
         in_flight: dict[Future[dict[str, Any]], tuple[Cell, int]] = {}
         queued = list(pending)
         while queued or in_flight:
