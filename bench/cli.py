@@ -106,6 +106,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     get_profile(args.profile)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers is None:
+        from bench.train import resolve_device
+
+        args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     store = RunStore(args.storage)
@@ -183,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     ablate.add_argument("--variants", nargs="+", help="only these variants")
     ablate.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
-    ablate.add_argument("--workers", type=int, default=1, help="cells run at once, one process each")
+    ablate.add_argument("--workers", type=int, default=None,
+                        help="cells run at once, one process each (default: one per CPU core "
+                             "on CPU, 1 on a GPU)")
     ablate.add_argument("--retry-failed", action="store_true",
                         help="also rerun cells that diverged (crashed cells are always retried)")
     training_flags(ablate)

@@ -49,7 +49,15 @@ class DataConfig:
     pixel_std_floor: float = 0.1
 
     def __post_init__(self) -> None:
+        from bench.datasets import DATASETS
+
+        _check(self.dataset in DATASETS,
+               f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
         _check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
+        classes = DATASETS[self.dataset].num_classes
+        _check(self.num_labels % classes == 0,
+               f"data.num_labels={self.num_labels} must be divisible by the {classes} classes "
+               f"for a balanced split")
         _check(self.train_size is None or self.train_size > 0,
                f"data.train_size must be > 0 or none, got {self.train_size}")
         _check(self.test_size is None or self.test_size > 0,
@@ -147,10 +155,12 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "paper": Profile("paper", PAPER_EPOCHS, description="the blog's protocol: 300 epochs, all data"),
+    "paper": Profile("paper", PAPER_EPOCHS,
+                     description="the blog's protocol: 300 epochs, all data"),
     "quick": Profile("quick", 30, description="30 epochs, all data; epoch lengths scaled 30/300"),
     "smoke": Profile("smoke", 6, train_size=2000, test_size=1000,
-                     description="a small real slice for tests: 2,000 train / 1,000 test, 6 epochs"),
+                     description="a small real slice for tests: 2,000 train / 1,000 test, "
+                                 "6 epochs"),
 }
 
 
@@ -189,7 +199,7 @@ def apply_profile(config: RunConfig, profile: Profile) -> RunConfig:
 # Overrides: `section.key=value`, type-checked against the dataclass field types.
 
 
-def _section_types(section_cls: type) -> dict[str, Any]:
+def _section_types(section_cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(section_cls)
 
 

@@ -37,7 +37,8 @@ def fit_normalizer(train_images_uint8: torch.Tensor, mode: str, std_floor: float
     if mode == "channelwise":
         return Normalizer(pixels.mean().float(), pixels.std().float())
     if mode == "pixelwise":
-        return Normalizer(pixels.mean(dim=0).float(), pixels.std(dim=0).clamp_min(std_floor).float())
+        std = pixels.std(dim=0).clamp_min(std_floor)
+        return Normalizer(pixels.mean(dim=0).float(), std.float())
     raise ConfigError(f"unknown normalization {mode!r}; choose channelwise or pixelwise")
 
 
@@ -103,7 +104,8 @@ def prepare(config: DataConfig, seeds: Sequence[int], root: Path,
             raise ConfigError(f"data.val_size={config.val_size} plus data.num_labels="
                               f"{config.num_labels} exceed the {len(train_x)} training images")
         order = torch.randperm(len(train_x), generator=generator(VALIDATION_SEED, "validation"))
-        val_idx, pool_idx = order[: config.val_size].sort().values, order[config.val_size:].sort().values
+        val_idx = order[: config.val_size].sort().values
+        pool_idx = order[config.val_size:].sort().values
         val_x, val_y = train_x[val_idx], train_y[val_idx]
         train_x, train_y = train_x[pool_idx], train_y[pool_idx]
 

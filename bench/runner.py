@@ -166,8 +166,8 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     cells = plan_cells(grid, profile, seeds, variants, overrides)
     study_id = store.study_id(grid_study_name(grid_name, profile),
                               {"grid": grid_name, "profile": profile, "kind": "grid"})
-    for cell in store.reap_interrupted(study_id):
-        log(f"{cell}: its process ended before it finished; it will be rerun")
+    for reaped in store.reap_interrupted(study_id):
+        log(f"{reaped}: its process ended before it finished; it will be rerun")
     latest = latest_by_cell(store.cell_runs(study_id))
 
     outcome = GridOutcome(total=len(cells), already_done=0)

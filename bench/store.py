@@ -82,9 +82,11 @@ class RunStore:
         try:
             self.storage = RDBStorage(url, engine_kwargs=_engine_kwargs(url))
         except Exception as error:  # SQLAlchemy/driver errors vary by backend
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
             raise StoreError(f"cannot open run store {url}: {reason[:200]}; "
-                             f"check the --storage URL and that the database is reachable") from error
+                             f"check the --storage URL and that the database is reachable"
+                             ) from error
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     # -- studies ---------------------------------------------------------------------

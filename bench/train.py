@@ -161,7 +161,8 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
 
     peak_mib = peak_memory_mib(device)
     for run, result in enumerate(results):
-        result.curves = {k: [epoch_values[run] for epoch_values in v] for k, v in curves.items() if v}
+        result.curves = {key: [per_run[run] for per_run in values]
+                         for key, values in curves.items() if values}
         result.curves.update({k: list(v) for k, v in shared.items()})
         result.curves["peak_memory_mib"] = [peak_mib]
         result.final_test_accuracy = result.curves["test_accuracy"][-1]

@@ -71,8 +71,8 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
     records = [r.record for r in runs if r.record is not None]
     env = [rec["environment"] for rec in records]
     configs = [rec["config"] for rec in records]
-    commits = sorted({f"{e['git']['commit'][:12]}{' (uncommitted changes)' if e['git']['dirty'] else ''}"
-                      for e in env})
+    dirty = " (uncommitted changes)"
+    commits = sorted({e["git"]["commit"][:12] + (dirty if e["git"]["dirty"] else "") for e in env})
     started = min((rec["started_at"] for rec in records), default="–")
     finished = max((rec["finished_at"] for rec in records), default="–")
     compute_h = sum(rec["throughput"]["total_seconds"] for rec in records) / 3600

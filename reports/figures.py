@@ -9,9 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
 DPI = 120
 

@@ -29,7 +29,7 @@ class Summary:
     max: float
 
 
-def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95,
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
                       n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean, seeded so a report is reproducible.
 
@@ -48,7 +48,7 @@ def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95,
     return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
-def summarize(values: Sequence[float]) -> Summary:
+def summarize(values: Sequence[float] | np.ndarray) -> Summary:
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         nan = math.nan
@@ -95,10 +95,9 @@ def paired_comparison(control: Sequence[float], variant: Sequence[float],
         ci_low, ci_high = mean - half, mean + half
         t_p = float(stats.ttest_rel(b, a).pvalue)
         d_z = mean / sd
-    if np.all(d == 0):
-        wilcoxon_p = 1.0
-    else:
-        wilcoxon_p = float(stats.wilcoxon(b, a, zero_method="wilcox").pvalue)
+    # All-zero differences: no evidence of any difference (scipy would warn and give nan).
+    wilcoxon_p = (1.0 if np.all(d == 0)
+                  else float(stats.wilcoxon(b, a, zero_method="wilcox").pvalue))
     return PairedComparison(n, mean, ci_low, ci_high, t_p, wilcoxon_p, d_z)
 
 

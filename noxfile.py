@@ -1,0 +1,99 @@
+"""nox sessions: tests, lint, ablations, report.
+
+All sessions share one virtual environment, `.venv`, created and filled on first use:
+torch alone is several GB, so one install serves every session. It is refreshed when
+pyproject.toml changes.
+
+    nox -s ablations                      # mnist100, quick profile, 3 seeds, then the report
+    nox -s ablations -- --profile smoke --seeds 2
+    nox -s report -- --grid mnist100 --profile quick
+    nox -s tests
+    nox -s lint
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".sslbench-installed"
+
+
+def _venv(session: nox.Session) -> None:
+    """Create .venv and install the project (editable, with dev extras) when needed."""
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(VENV), external=True)
+    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip",
+                external=True)
+    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]",
+                external=True)
+    STAMP.write_text(wanted)
+
+
+def _run(session: nox.Session, tool: str, *args: str) -> None:
+    session.run(str(BIN / tool), *args, external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """pytest on real MNIST slices (fetches MNIST first if it is missing)."""
+    _venv(session)
+    _run(session, "sslbench", "data", "fetch")
+    _run(session, "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy."""
+    _venv(session)
+    _run(session, "ruff", "check", ".")
+    _run(session, "mypy")
+
+
+def _report_args(posargs: list[str]) -> list[str]:
+    """The grid, profile and storage of an ablate command line, for the report after it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--grid", default="mnist100")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--storage", default="sqlite:///sslbench.db")
+    known, _ = parser.parse_known_args(posargs)
+    out = f"report/{known.grid}-{known.profile}"
+    return ["--grid", known.grid, "--profile", known.profile, "--storage", known.storage,
+            "--out", out]
+
+
+@nox.session
+def ablations(session: nox.Session) -> None:
+    """Run a grid (default: mnist100, quick profile, 3 seeds) and write its report."""
+    _venv(session)
+    _run(session, "sslbench", "data", "fetch")
+    args = list(session.posargs)
+    defaults = {"--grid": "mnist100", "--profile": "quick", "--seeds": "3"}
+    for flag, value in defaults.items():
+        if flag not in args:
+            args += [flag, value]
+    _run(session, "sslbench", "ablate", *args)
+    _run(session, "sslbench", "report", *_report_args(args))
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Rebuild a grid's report from the store (arguments as `sslbench report`)."""
+    _venv(session)
+    args = list(session.posargs) or ["--grid", "mnist100"]
+    if "--out" not in args:
+        args += ["--out", "report"]
+    _run(session, "sslbench", "report", *args)

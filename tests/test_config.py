@@ -1,0 +1,74 @@
+import pytest
+
+from bench.config import (
+    RunConfig,
+    apply_profile,
+    build_config,
+    get_profile,
+    parse_set_args,
+    with_overrides,
+)
+from bench.errors import ConfigError
+
+
+def test_quick_profile_scales_epoch_lengths():
+    config = build_config("temporal_ensembling", 0, "quick")
+    assert config.train.epochs == 30
+    assert config.method.ramp_epochs == 8  # 80 of 300 -> 8 of 30
+    fast = build_config("temporal_ensembling", 0, "quick",
+                        variant_overrides={"method.ramp_epochs": 20})
+    assert fast.method.ramp_epochs == 2
+
+
+def test_paper_profile_is_the_blog_protocol():
+    config = build_config("temporal_ensembling", 0, "paper")
+    assert (config.train.epochs, config.train.batch_size, config.train.lr) == (300, 100, 0.002)
+    assert (config.train.beta1, config.train.beta2) == (0.9, 0.99)
+    assert config.method.ramp_epochs == 80 and config.method.w_max == 30.0
+    assert config.method.ensemble_momentum == 0.6
+    assert config.data.normalization == "channelwise" and config.data.train_size is None
+
+
+def test_set_overrides_are_typed_and_applied_after_the_profile():
+    config = build_config("supervised", 3, "quick",
+                          parse_set_args(["train.lr=0.001", "method.ramp_epochs=5",
+                                          "model.weight_norm=false", "data.train_size=none"]))
+    assert config.train.lr == 0.001 and isinstance(config.train.lr, float)
+    assert config.method.ramp_epochs == 5  # not scaled: --set is absolute
+    assert config.model.weight_norm is False
+    assert config.data.train_size is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.nope": "1"}, "unknown config key 'train.nope'"),
+    ({"nope": "1"}, "unknown config key 'nope'"),
+    ({"train.epochs": "ten"}, "train.epochs must be an integer"),
+    ({"train.lr": "fast"}, "train.lr must be a number"),
+    ({"model.weight_norm": "maybe"}, "model.weight_norm must be true or false"),
+    ({"data.normalization": "global"}, "data.normalization must be one of channelwise, pixelwise"),
+    ({"train.epochs": "-1"}, "train.epochs must be > 0"),
+    ({"train.batch_size": "0"}, "train.batch_size must be > 0"),
+    ({"method.ensemble_momentum": "1.0"}, "method.ensemble_momentum must be in [0, 1)"),
+    ({"method.name": "mixmatch"}, "unknown method 'mixmatch'"),
+])
+def test_bad_overrides_say_what_is_wrong(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        with_overrides(RunConfig(), overrides)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_malformed_set_and_unknown_profile():
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        parse_set_args(["train.lr"])
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        get_profile("huge")
+
+
+def test_hash_is_stable_and_tracks_every_value():
+    a = build_config("temporal_ensembling", 0, "quick")
+    assert a.config_hash() == build_config("temporal_ensembling", 0, "quick").config_hash()
+    assert a.config_hash() != with_overrides(a, {"seed": 1}).config_hash()
+    assert a.config_hash() != with_overrides(a, {"method.ensemble_target": "prob"}).config_hash()
+    paper = build_config("temporal_ensembling", 0, "paper")
+    assert apply_profile(paper, get_profile("quick")) == a  # profiles map paper units

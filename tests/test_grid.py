@@ -1,0 +1,184 @@
+"""The grid end to end on a real MNIST slice: stored, never rerun, resumable, reported."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ablations import get_grid
+from ablations.grid import Grid, Variant, register_grid
+from bench.runner import run_grid
+from bench.store import RunStore, grid_study_name, latest_by_cell
+from reports.build import write_report
+
+SEEDS = [0, 1]
+GRID = get_grid("mnist100")
+
+
+def sslbench(*args: str, cwd=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=900, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def smoke_grid(tmp_path_factory, data_root):
+    """The whole mnist100 grid, smoke profile, 2 seeds, 2 worker processes, via the CLI."""
+    folder = tmp_path_factory.mktemp("grid")
+    url = f"sqlite:///{folder / 'runs.db'}"
+    first = sslbench("ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "2",
+                     "--workers", "2", "--storage", url, "--root", str(data_root))
+    assert first.returncode == 0, first.stderr[-2000:]
+    return folder, url, first
+
+
+def test_whole_grid_runs_every_cell_once(smoke_grid):
+    _, url, first = smoke_grid
+    store = RunStore(url)
+    runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
+    assert len(runs) == len(GRID.variants) * len(SEEDS)
+    assert all(r.state == "COMPLETE" for r in runs)
+    assert len({r.cell for r in runs}) == len(runs)
+    assert "16 run now" in first.stdout
+    record = runs[0].record
+    for key in ("config", "labeled_indices", "curves", "metrics", "throughput", "environment"):
+        assert key in record
+    assert record["environment"]["git"]["commit"]
+
+
+def test_same_seed_same_labeled_subset_in_every_variant(smoke_grid):
+    _, url, _ = smoke_grid
+    store = RunStore(url)
+    runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
+    for seed in SEEDS:
+        subsets = {r.record["labeled_indices_sha256"] for r in runs if r.seed == seed}
+        assert len(subsets) == 1
+
+
+def test_rerunning_runs_nothing_and_says_so(smoke_grid, data_root):
+    _, url, _ = smoke_grid
+    again = sslbench("ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "2",
+                     "--storage", url, "--root", str(data_root))
+    assert again.returncode == 0
+    assert "nothing to run: 16 of 16 cells already finished" in again.stderr
+    assert "0 run now" in again.stdout
+
+
+def test_report_numbers_match_an_independent_computation(smoke_grid):
+    folder, url, _ = smoke_grid
+    out = folder / "report"
+    path = write_report(RunStore(url), "mnist100", None, out)
+    markdown = path.read_text()
+    store = RunStore(url)
+    runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
+    acc = {(r.variant, r.seed): 100 * r.record["metrics"]["final_test_accuracy"] for r in runs}
+
+    summary = pd.read_csv(out / "summary.csv").set_index("variant")
+    paired = pd.read_csv(out / "paired.csv").set_index("variant")
+    p_values = {}
+    for variant in (v.name for v in GRID.variants):
+        values = np.array([acc[(variant, s)] for s in SEEDS])
+        row = summary.loc[variant]
+        assert row["n"] == 2
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row["std"] == pytest.approx(np.sqrt(((values - values.mean()) ** 2).sum()))
+        assert (row["min"], row["max"]) == pytest.approx((values.min(), values.max()))
+        assert f"| {variant} | 2 | {values.mean():.2f} |" in markdown
+        if variant == "control":
+            continue
+        d = values - np.array([acc[("control", s)] for s in SEEDS])
+        assert paired.loc[variant, "mean_diff"] == pytest.approx(d.mean())
+        sd = d.std(ddof=1)
+        if sd > 0:
+            t = d.mean() / (sd / np.sqrt(2))
+            p_values[variant] = 2 * stats.t.sf(abs(t), df=1)
+            assert paired.loc[variant, "t_p"] == pytest.approx(p_values[variant])
+            assert paired.loc[variant, "d_z"] == pytest.approx(d.mean() / sd)
+    # Holm by hand over the variants with a defined p.
+    ordered = sorted(p_values.items(), key=lambda item: item[1])
+    running = 0.0
+    for rank, (variant, p) in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p))
+        assert paired.loc[variant, "holm_p"] == pytest.approx(running)
+    per_seed = pd.read_csv(out / "per_seed.csv").set_index("seed")
+    assert per_seed.loc[1, "pixelwise"] == pytest.approx(acc[("pixelwise", 1)])
+    for figure in ("accuracy.png", "paired.png", "curves.png", "throughput.png"):
+        assert (out / figure).stat().st_size > 10_000
+        assert f"({figure})" in markdown
+    assert "torch 2." in markdown and "git commit:" in markdown
+
+
+def test_killed_grid_resumes_and_finishes_with_the_same_cells(tmp_path, data_root):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "2",
+            "--variants", "control", "supervised", "--workers", "1", "--storage", url,
+            "--root", str(data_root), "--set", "train.epochs=3"]
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store = RunStore(url)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until one cell is stored and another running
+        study = store.find_study(grid_study_name("mnist100", "smoke"))
+        runs = store.cell_runs(study) if study is not None else []
+        if any(r.state == "COMPLETE" for r in runs) and any(r.state == "RUNNING" for r in runs):
+            break
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    study = store.find_study(grid_study_name("mnist100", "smoke"))
+    before = store.cell_runs(study)
+    finished_before = {r.cell: r.trial_id for r in before if r.state == "COMPLETE"}
+    assert 0 < len(finished_before) < 4 and any(r.state == "RUNNING" for r in before)
+
+    resumed = sslbench(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "its process ended before it finished; it will be rerun" in resumed.stderr
+    latest = latest_by_cell(store.cell_runs(study))
+    assert len(latest) == 4 and all(r.state == "COMPLETE" for r in latest.values())
+    for cell, trial_id in finished_before.items():  # finished cells were kept, not rerun
+        assert latest[cell].trial_id == trial_id
+    interrupted = [r for r in store.cell_runs(study) if r.state == "FAIL"]
+    assert len(interrupted) == 1 and interrupted[0].failure_kind == "interrupted"
+
+
+BROKEN = register_grid(Grid(
+    name="test_broken",
+    description="control plus a cell that raises and one that diverges",
+    variants=(
+        Variant("control", "supervised", {"train.epochs": 2}),
+        Variant("raises", "supervised", {"data.num_labels": 5000}),  # > the 2,000 smoke images
+        Variant("diverges", "temporal_ensembling", {"train.lr": 1e30}),
+    ),
+))
+
+
+def test_failed_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_root):
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    outcome = run_grid("test_broken", "smoke", [0], store=store, data_root=data_root,
+                       overrides={"train.epochs": "2"}, log=lambda _: None)
+    assert outcome.finished == ["control/seed0"]
+    assert sorted(outcome.failed) == ["diverges/seed0", "raises/seed0"]
+    runs = {r.cell: r for r in store.cell_runs(store.find_study(grid_study_name("test_broken",
+                                                                                  "smoke")))}
+    assert runs["raises/seed0"].failure_kind == "error"
+    assert "data.num_labels=5000 exceeds" in runs["raises/seed0"].failure
+    assert runs["diverges/seed0"].failure_kind == "diverged"
+    assert "not finite" in runs["diverges/seed0"].failure
+
+    again = run_grid("test_broken", "smoke", [0], store=store, data_root=data_root,
+                     overrides={"train.epochs": "2"}, log=lambda _: None)
+    assert again.already_done == 1 and again.skipped_diverged == ["diverges/seed0"]
+    assert again.failed == ["raises/seed0"]  # a crash is retried (and fails again)
+
+    path = write_report(store, "test_broken", "smoke", tmp_path / "report")
+    text = path.read_text()
+    assert "| raises/seed0 | error |" in text and "| diverges/seed0 | diverged |" in text
+    assert not math.isnan(pd.read_csv(tmp_path / "report" / "summary.csv")["mean"][0])
