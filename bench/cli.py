@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.checkpoint import Interrupted
 from bench.errors import UserError
 
 
@@ -53,6 +54,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
+    from bench.checkpoint import CheckpointPolicy, stop_on_signals
     from bench.config import build_config, parse_set_args
     from bench.record import build_record
     from bench.runner import default_threads
@@ -75,10 +77,17 @@ def cmd_run(args: argparse.Namespace) -> int:
              f"test acc {s.test_accuracy[0]:.2%}  {s.train_images_per_s:,.0f} img/s  "
              f"{s.epoch_seconds:.1f} s  ~{left:.0f} s left")
 
+    policy = CheckpointPolicy(Path(args.checkpoint) if args.checkpoint
+                              else out.with_suffix(".ckpt"), every_epochs=args.checkpoint_every)
+    if policy.path.exists():
+        _log(f"resuming from epoch {_checkpoint_epoch(policy.path) + 1} of {policy.path}")
     started = dt.datetime.now(dt.UTC)
-    result = single_run(config, device=device, data_root=_data_root(args), progress=progress)
+    with stop_on_signals(policy.stop):
+        result = single_run(config, device=device, data_root=_data_root(args), progress=progress,
+                            checkpoint=policy)
     record = build_record(config, result, device, started)
     _write_json_atomic(out, record)
+    policy.path.unlink(missing_ok=True)  # the record is written: the checkpoint is spent
     metrics = record["metrics"]
     print(f"{args.method} seed {args.seed}: test accuracy {metrics['final_test_accuracy']:.2%} "
           f"(last epoch; lowest-train-loss epoch {metrics['lowest_train_loss_epoch'] + 1}: "
@@ -88,11 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_epoch(path: Path) -> int:
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:
+        return 0  # unreadable: training reports it properly when it loads the file
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ablations import get_grid, grid_names
     from bench.config import get_profile, parse_set_args
     from bench.runner import run_grid
-    from bench.store import RunStore
+    from bench.store import RunStore, default_checkpoint_dir
 
     if args.list:
         for name in grid_names():
@@ -116,7 +134,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     outcome = run_grid(args.grid, args.profile, list(range(args.seeds)), store=store,
                        variants=args.variants, overrides=parse_set_args(args.set or []),
                        workers=args.workers, device=args.device, threads=args.threads,
-                       data_root=_data_root(args), retry_failed=args.retry_failed, log=_log)
+                       data_root=_data_root(args), retry_failed=args.retry_failed, log=_log,
+                       checkpoint_dir=Path(args.checkpoints) if args.checkpoints
+                       else default_checkpoint_dir(args.storage),
+                       checkpoint_every=args.checkpoint_every)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
@@ -178,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", required=True)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", help="record file (default runs/METHOD-seedN-PROFILE-HASH.json)")
+    run.add_argument("--checkpoint", help="checkpoint file, resumed from when it exists "
+                                          "(default: the record's path with .ckpt)")
+    run.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                     help="save a checkpoint every N epochs (default 1; 0: only on SIGTERM/"
+                          "SIGINT)")
     training_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -190,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--workers", type=int, default=None,
                         help="cells run at once, one process each (default: one per CPU core "
                              "on CPU, 1 on a GPU)")
+    ablate.add_argument("--checkpoints", metavar="DIR",
+                        help="folder of the cells' checkpoints (default: beside a SQLite store, "
+                             "else ./sslbench-checkpoints)")
+    ablate.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                        help="checkpoint each cell every N epochs (default 1)")
     ablate.add_argument("--retry-failed", action="store_true",
                         help="also rerun cells that diverged (crashed cells are always retried)")
     training_flags(ablate)
@@ -214,9 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished results are kept; run the same command to resume",
-              file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        detail = f" ({stop})" if isinstance(stop, Interrupted) else ""
+        print(f"interrupted{detail}: finished results are kept; run the same command to "
+              f"resume", file=sys.stderr)
         return 130
 
 

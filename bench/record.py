@@ -30,7 +30,11 @@ COLLAPSE_FACTOR_OF_CHANCE = 2.0
 
 @cache
 def git_commit() -> dict[str, Any]:
-    """The commit of the harness's source tree, and whether it had uncommitted changes."""
+    """The commit of the harness's source tree, and whether it had uncommitted changes.
+
+    Read once per process, when this module is imported (below): a commit made while a
+    long grid runs must not be credited with code that was loaded before it.
+    """
     source = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
@@ -41,6 +45,9 @@ def git_commit() -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
+
+
+git_commit()  # at import: see the docstring
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import torch
 
 from ablations import get_grid
 from ablations.grid import Grid
+from bench.checkpoint import CheckpointPolicy, Interrupted, stop_on_signals
 from bench.config import RunConfig, build_config, config_from_dict
 from bench.errors import DivergedError
 from bench.record import build_record
@@ -70,30 +71,55 @@ def default_threads(workers: int) -> int:
 # -- one cell, in whichever process runs it -----------------------------------------------
 
 _progress_queue: Any = None
+# Set to stop the cell in progress: it saves a checkpoint at the next step and returns
+# "interrupted". Signals set it, and so does the watchdog when the runner dies.
+_stop = threading.Event()
+_cell_running = threading.Event()
 
 
-def _init_worker(queue: Any, threads: int, parent_pid: int) -> None:
+def _init_worker(queue: Any, threads: int, parent_pid: int, runner_stop: Any) -> None:
     global _progress_queue
     _progress_queue = queue
     torch.set_num_threads(threads)
-    # A worker whose runner was killed (kill -9 skips all clean-up) must not train on
-    # for nobody: its cell is already marked interrupted by the next run.
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=_watch_runner, args=(parent_pid, runner_stop), daemon=True).start()
 
 
-def _exit_when_orphaned(parent_pid: int, poll_s: float = 1.0) -> None:
+def _watch_runner(parent_pid: int, runner_stop: Any, poll_s: float = 0.5,
+                  save_s: float = 120.0) -> None:
+    """Stop the cell when the runner asks (its SIGTERM/SIGINT) or dies (kill -9 skips all
+    clean-up): the cell checkpoints, so the next run resumes it. An orphan then exits
+    rather than train on for nobody."""
     while os.getppid() == parent_pid:
+        if runner_stop.is_set():
+            _stop.set()
         time.sleep(poll_s)
+    _stop.set()
+    deadline = time.monotonic() + save_s
+    while _cell_running.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
     os._exit(1)
 
 
+def checkpoint_path(checkpoint_dir: str, config: RunConfig) -> Path:
+    return Path(checkpoint_dir) / f"{config.config_hash()}.pt"
+
+
 def execute_cell(config_dict: dict[str, Any], cell_key: str, device_name: str, data_root: str,
+                 checkpoint_dir: str | None = None, checkpoint_every: int = 1,
                  progress: Callable[[str, EpochSummary], None] | None = None) -> dict[str, Any]:
-    """Run one cell; never raises: returns {"status": "ok"|"diverged"|"error", ...}."""
+    """Run one cell; never raises: returns {"status": "ok"|"diverged"|"error"|"interrupted"}.
+
+    With a checkpoint folder the cell resumes from its checkpoint (named by run id), saves
+    every `checkpoint_every` epochs and on SIGTERM/SIGINT, and removes it when finished.
+    """
+    _stop.clear()
+    _cell_running.set()
     try:
         config = config_from_dict(config_dict)
         device = resolve_device(device_name)
         started = dt.datetime.now(dt.UTC)
+        policy = (CheckpointPolicy(checkpoint_path(checkpoint_dir, config), checkpoint_every,
+                                   stop=_stop) if checkpoint_dir else None)
 
         def report(summary: EpochSummary) -> None:
             if progress is not None:
@@ -101,13 +127,22 @@ def execute_cell(config_dict: dict[str, Any], cell_key: str, device_name: str, d
             elif _progress_queue is not None:
                 _progress_queue.put((cell_key, summary))
 
-        result = single_run(config, device=device, data_root=Path(data_root), progress=report)
-        return {"status": "ok", "record": build_record(config, result, device, started)}
+        with stop_on_signals(_stop):
+            result = single_run(config, device=device, data_root=Path(data_root),
+                                progress=report, checkpoint=policy)
+        record = build_record(config, result, device, started)
+        if policy is not None:
+            policy.path.unlink(missing_ok=True)
+        return {"status": "ok", "record": record}
+    except Interrupted as stopped:
+        return {"status": "interrupted", "reason": f"interrupted: {stopped}"}
     except DivergedError as error:
         return {"status": "diverged", "reason": str(error)}
     except Exception as error:
         detail = traceback.format_exc(limit=8)
         return {"status": "error", "reason": f"{type(error).__name__}: {error}\n{detail}"}
+    finally:
+        _cell_running.clear()
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -160,6 +195,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
              variants: Sequence[str] | None = None, overrides: dict[str, str] | None = None,
              workers: int = 1, device: str = "auto", threads: int | None = None,
              data_root: Path, retry_failed: bool = False,
+             checkpoint_dir: Path | None = None, checkpoint_every: int = 1,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
              ) -> GridOutcome:
     grid = get_grid(grid_name)
@@ -210,30 +246,42 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
             outcome.failed.append(cell.key)
             progress.cell_done(cell.key, f"FAILED ({kind}): {result['reason'].splitlines()[0]}")
 
+    cell_args = (device, str(data_root), str(checkpoint_dir) if checkpoint_dir else None,
+                 checkpoint_every)
+
+    def start(cell: Cell) -> int:
+        progress.pending -= 1
+        saved = checkpoint_dir is not None and checkpoint_path(str(checkpoint_dir), cell.config)
+        if saved and saved.exists():
+            log(f"{cell.key}: resuming from its checkpoint in {checkpoint_dir}")
+        return store.start_cell(study_id, cell.key, cell.variant, cell.seed, cell.config.to_dict())
+
     if workers <= 1:
         torch.set_num_threads(threads)
         for cell in pending:
-            progress.pending -= 1
-            trial_id = store.start_cell(study_id, cell.key, cell.variant, cell.seed,
-                                        cell.config.to_dict())
-            settle(cell, trial_id, execute_cell(cell.config.to_dict(), cell.key, device,
-                                                str(data_root), progress=progress.epoch))
+            trial_id = start(cell)
+            result = execute_cell(cell.config.to_dict(), cell.key, *cell_args,
+                                  progress=progress.epoch)
+            settle(cell, trial_id, result)
+            if result["status"] == "interrupted":
+                raise KeyboardInterrupt  # the user asked to stop; the cell resumes next time
         return outcome
 
     context = mp.get_context("spawn")
     queue = context.Queue()
+    runner_stop = context.Event()  # set on SIGTERM/SIGINT: workers checkpoint and stop
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(queue, threads, os.getpid())) as pool:
+                             initargs=(queue, threads, os.getpid(), runner_stop)) as pool, \
+            stop_on_signals(runner_stop):
         in_flight: dict[Future[dict[str, Any]], tuple[Cell, int]] = {}
         queued = list(pending)
         while queued or in_flight:
+            if runner_stop.is_set():
+                queued.clear()  # start nothing new; cells in flight checkpoint and return
             while queued and len(in_flight) < workers:
                 cell = queued.pop(0)
-                progress.pending -= 1
-                trial_id = store.start_cell(study_id, cell.key, cell.variant, cell.seed,
-                                            cell.config.to_dict())
-                future = pool.submit(execute_cell, cell.config.to_dict(), cell.key, device,
-                                     str(data_root))
+                trial_id = start(cell)
+                future = pool.submit(execute_cell, cell.config.to_dict(), cell.key, *cell_args)
                 in_flight[future] = (cell, trial_id)
             done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
             _drain(queue, progress)
@@ -245,6 +293,8 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
                     result = {"status": "error", "reason": f"worker process failed: {error}"}
                 settle(cell, trial_id, result)
         _drain(queue, progress)
+    if runner_stop.is_set():
+        raise KeyboardInterrupt
     return outcome
 
 

@@ -36,6 +36,13 @@ RETRIED_FAILURES = ("error", "interrupted")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def default_checkpoint_dir(url: str) -> Path:
+    """Checkpoints of unfinished cells: beside a SQLite store, else ./sslbench-checkpoints."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///") + ".checkpoints")
+    return Path("sslbench-checkpoints")
+
+
 def grid_study_name(grid: str, profile: str) -> str:
     return f"grid:{grid}:{profile}"
 

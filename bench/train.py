@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.checkpoint import CheckpointPolicy, Interrupted, generator_states, restore_generators
+from bench.checkpoint import load as load_checkpoint
+from bench.checkpoint import save as save_checkpoint
 from bench.config import RunConfig
 from bench.data import PreparedData, prepare
 from bench.errors import DivergedError
@@ -78,8 +81,14 @@ CURVE_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accura
 
 def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device,
                 data_root: Path, data: PreparedData | None = None,
-                progress: ProgressFn | None = None) -> list[RunResult]:
-    """Train one run per seed, all sharing `config` apart from the seed."""
+                progress: ProgressFn | None = None,
+                checkpoint: CheckpointPolicy | None = None) -> list[RunResult]:
+    """Train one run per seed, all sharing `config` apart from the seed.
+
+    With a checkpoint policy, the stack resumes from `checkpoint.path` when it exists,
+    saves there every `checkpoint.every_epochs` epochs, and when `checkpoint.stop` is set
+    saves at the next step boundary and raises Interrupted.
+    """
     if data is None:
         data = prepare(config.data, seeds, data_root, device)
     runs = len(seeds)
@@ -105,16 +114,48 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                                       "train_images_per_s": []}
     batch_size = cfg_train.batch_size
     steps = math.ceil(num_train / batch_size)
+    run_id = config.config_hash()  # the seed field aside, all runs of a stack share it
+    generators = {"order": order_gens, "noise": noise_gens, "dropout": dropout_gens}
+    sums = torch.zeros(3, runs, device=device)  # supervised, unsupervised, total loss sums
+    order: torch.Tensor | None = None  # this epoch's permutation per run, (R, N)
+    start_epoch = start_step = 0
+
+    def snapshot(next_epoch: int, next_step: int) -> dict[str, Any]:
+        return {"run_id": run_id, "seeds": list(seeds), "epoch": next_epoch, "step": next_step,
+                "params": {k: v.detach() for k, v in params.items()},
+                "optimizer": optimizer.state_dict(), "method": method.state_dict(),
+                "generators": {k: generator_states(v) for k, v in generators.items()},
+                "order": order if next_step else None, "sums": sums,
+                "curves": curves, "shared": shared}
+
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint.path, run_id, list(seeds), device)
+        if state is not None:
+            with torch.no_grad():
+                for name, tensor in params.items():
+                    tensor.copy_(state["params"][name])
+            optimizer.load_state_dict(state["optimizer"])
+            method.load_state_dict(state["method"])
+            for name, gens in generators.items():
+                restore_generators(gens, state["generators"][name])
+            curves, shared = state["curves"], state["shared"]
+            start_epoch, start_step = int(state["epoch"]), int(state["step"])
+            order, sums = state["order"], state["sums"].to(device)
+
     reset_peak_memory(device)
     started = time.perf_counter()
 
-    for epoch in range(cfg_train.epochs):
+    for epoch in range(start_epoch, cfg_train.epochs):
         weight = method.weight(epoch)
         weight_t = torch.tensor(weight, device=device)  # a device scalar: no sync in the step
-        sums = torch.zeros(3, runs, device=device)  # supervised, unsupervised, total
-        order = torch.stack([torch.randperm(num_train, generator=g) for g in order_gens]).to(device)
+        first_step, start_step = start_step, 0
+        if first_step == 0:
+            sums = torch.zeros(3, runs, device=device)
+            order = torch.stack([torch.randperm(num_train, generator=g)
+                                 for g in order_gens]).to(device)
+        assert order is not None
         epoch_start = time.perf_counter()
-        for step in range(steps):
+        for step in range(first_step, steps):
             indices = order[:, step * batch_size:(step + 1) * batch_size]  # (R, B)
             batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices))
             logits = forward(params, cfg_model, data.train_images[indices], training=True,
@@ -126,6 +167,9 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
             total.sum().backward()
             optimizer.step()
             sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
+            if checkpoint is not None and checkpoint.stop.is_set():  # a host bool: no sync
+                save_checkpoint(checkpoint.path, snapshot(epoch, step + 1))
+                raise Interrupted(checkpoint.path, epoch, step + 1)
         method.end_epoch(epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -158,6 +202,13 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                 epoch_seconds=epoch_seconds, eval_seconds=eval_seconds,
                 train_images_per_s=images_per_s,
                 elapsed_seconds=time.perf_counter() - started))
+        last_epoch = epoch + 1 == cfg_train.epochs
+        if (checkpoint is not None and not last_epoch
+                and (checkpoint.stop.is_set() or (checkpoint.every_epochs
+                                                  and (epoch + 1) % checkpoint.every_epochs == 0))):
+            save_checkpoint(checkpoint.path, snapshot(epoch + 1, 0))
+            if checkpoint.stop.is_set():
+                raise Interrupted(checkpoint.path, epoch + 1, 0)
 
     peak_mib = peak_memory_mib(device)
     for run, result in enumerate(results):
@@ -177,8 +228,9 @@ def _accuracy(params: dict[str, torch.Tensor], cfg_model: Any, images: torch.Ten
 
 
 def single_run(config: RunConfig, *, device: torch.device, data_root: Path,
-               progress: ProgressFn | None = None) -> RunResult:
+               progress: ProgressFn | None = None,
+               checkpoint: CheckpointPolicy | None = None) -> RunResult:
     """One run: a stack of one."""
-    (result,) = train_stack(replace(config), [config.seed], device=device, data_root=data_root,
-                            progress=progress)
+    (result,) = train_stack(config, [config.seed], device=device, data_root=data_root,
+                            progress=progress, checkpoint=checkpoint)
     return result

@@ -125,12 +125,14 @@ def test_killed_grid_resumes_and_finishes_with_the_same_cells(tmp_path, data_roo
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     store = RunStore(url)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until one cell is stored and another running
+    checkpoints = tmp_path / "runs.db.checkpoints"
+    while time.monotonic() < deadline:  # one cell stored, another running and checkpointed
         study = store.find_study(grid_study_name("mnist100", "smoke"))
         runs = store.cell_runs(study) if study is not None else []
-        if any(r.state == "COMPLETE" for r in runs) and any(r.state == "RUNNING" for r in runs):
+        if (any(r.state == "COMPLETE" for r in runs) and any(r.state == "RUNNING" for r in runs)
+                and any(checkpoints.glob("*.pt"))):
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     study = store.find_study(grid_study_name("mnist100", "smoke"))
@@ -141,6 +143,7 @@ def test_killed_grid_resumes_and_finishes_with_the_same_cells(tmp_path, data_roo
     resumed = sslbench(*args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "its process ended before it finished; it will be rerun" in resumed.stderr
+    assert "resuming from its checkpoint" in resumed.stderr  # not from scratch
     latest = latest_by_cell(store.cell_runs(study))
     assert len(latest) == 4 and all(r.state == "COMPLETE" for r in latest.values())
     for cell, trial_id in finished_before.items():  # finished cells were kept, not rerun

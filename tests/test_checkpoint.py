@@ -1,0 +1,92 @@
+"""Checkpoints: a run killed with kill -9 and resumed ends with exactly the same record."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from bench.checkpoint import CheckpointPolicy, Interrupted
+from bench.errors import UserError
+from bench.train import single_run
+from tests.conftest import smoke_config
+
+CPU = torch.device("cpu")
+COMPARED = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy", "weight")
+
+
+def run_args(out, checkpoint, root, method="temporal_ensembling"):
+    return [sys.executable, "-m", "bench.cli", "run", "--method", method, "--seed", "2",
+            "--profile", "smoke", "--set", "train.epochs=5", "--set", "method.ramp_epochs=2",
+            "--device", "cpu", "--threads", "1", "--out", str(out), "--checkpoint",
+            str(checkpoint), "--checkpoint-every", "1", "--root", str(root)]
+
+
+@pytest.mark.parametrize("method", ["temporal_ensembling"])
+def test_kill_9_and_resume_gives_the_same_record(tmp_path, data_root, method):
+    alone = tmp_path / "alone.json"
+    done = subprocess.run(run_args(alone, tmp_path / "alone.ckpt", data_root, method),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    out, checkpoint = tmp_path / "killed.json", tmp_path / "killed.ckpt"
+    process = subprocess.Popen(run_args(out, checkpoint, data_root, method),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not out.exists()
+    resumed_from = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= resumed_from < 5
+
+    again = subprocess.run(run_args(out, checkpoint, data_root, method), capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from epoch {resumed_from + 1}" in again.stderr
+    first, second = json.loads(alone.read_text()), json.loads(out.read_text())
+    for key in COMPARED:
+        assert first["curves"][key] == second["curves"][key], key
+    assert first["metrics"] == second["metrics"]
+    assert not checkpoint.exists()  # removed once the record is written
+
+
+@pytest.mark.parametrize("where", ["epoch_boundary", "mid_epoch"])
+def test_stop_request_saves_and_resumes_exactly(tmp_path, data_root, where):
+    config = smoke_config(train__epochs=3, method__ramp_epochs=1)
+    reference = single_run(config, device=CPU, data_root=data_root)
+    policy = CheckpointPolicy(tmp_path / "run.ckpt", every_epochs=0)
+
+    def request_stop(summary):  # as the SIGTERM handler does, from outside the loop
+        if summary.epoch == 0:
+            if where == "epoch_boundary":
+                policy.stop.set()
+            else:  # during epoch 1 (an epoch of the slice takes about a second here)
+                threading.Timer(0.2, policy.stop.set).start()
+
+    with pytest.raises(Interrupted) as stopped:
+        single_run(config, device=CPU, data_root=data_root, progress=request_stop,
+                   checkpoint=policy)
+    assert stopped.value.epoch == 1
+    assert (stopped.value.step == 0) == (where == "epoch_boundary")
+    policy.stop.clear()
+    resumed = single_run(config, device=CPU, data_root=data_root, checkpoint=policy)
+    for key in ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy"):
+        assert resumed.curves[key] == reference.curves[key], key
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path, data_root):
+    policy = CheckpointPolicy(tmp_path / "run.ckpt", every_epochs=1)
+    single_run(smoke_config(train__epochs=2), device=CPU, data_root=data_root, checkpoint=policy)
+    assert policy.path.exists()  # kept: the last epoch is not checkpointed, so epoch 1 remains
+    with pytest.raises(UserError, match="belongs to run"):
+        single_run(smoke_config(train__epochs=2, train__lr=0.001), device=CPU,
+                   data_root=data_root, checkpoint=policy)
