@@ -63,7 +63,10 @@ def learning_curves(curves: pd.DataFrame, order: Sequence[str], path: Path) -> P
                      errorbar=("ci", 95), ax=axes, legend=metric == "test_accuracy")
         axes.set(ylabel=label, title=label)
         if metric.endswith("loss"):
+            # Losses span decades and the baseline's unsupervised loss is exactly 0:
+            # linear below 1e-4, logarithmic above, never negative.
             axes.set_yscale("symlog", linthresh=1e-4)
+            axes.set_ylim(bottom=0)
     return _save(figure, path)
 
 
