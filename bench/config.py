@@ -96,6 +96,10 @@ class MethodConfig:
     # Supervised cross-entropy divided by the labeled count in the batch (blog) or by the
     # batch size (the original authors).
     supervised_scaling: SupervisedScaling = "labeled"
+    # Mean teacher: teacher = decay * teacher + (1 - decay) * student after each step;
+    # optionally a slower decay once the ramp-up is over (0.999 in the paper).
+    ema_decay: float = 0.99
+    ema_decay_after_ramp: float | None = None
 
     def __post_init__(self) -> None:
         from methods import method_names  # the registry; imported late (methods imports bench)
@@ -106,6 +110,9 @@ class MethodConfig:
                f"method.ensemble_momentum must be in [0, 1), got {self.ensemble_momentum}")
         _check(self.w_max >= 0, f"method.w_max must be >= 0, got {self.w_max}")
         _check(self.ramp_epochs >= 0, f"method.ramp_epochs must be >= 0, got {self.ramp_epochs}")
+        for name in ("ema_decay", "ema_decay_after_ramp"):
+            value = getattr(self, name)
+            _check(value is None or 0 <= value < 1, f"method.{name} must be in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ def build_record(config: RunConfig, result: RunResult, device: torch.device,
             "lowest_train_loss_test_accuracy": curves["test_accuracy"][blog_epoch],
             "final_val_accuracy": curves["val_accuracy"][-1] if "val_accuracy" in curves else None,
             "collapsed": final < COLLAPSE_FACTOR_OF_CHANCE / num_classes,
+            # Other evaluated models, e.g. the mean teacher's student beside the teacher.
+            **{f"final_{key}": values[-1] for key, values in curves.items()
+               if key.endswith("_test_accuracy")},
         },
         "throughput": {
             "train_images_per_s_median": steady_median(curves["train_images_per_s"]),

@@ -102,7 +102,8 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                                  betas=(cfg_train.beta1, cfg_train.beta2))
     method = get_method(config.method.name)(MethodContext(
         config=config.method, num_runs=runs, num_train=num_train,
-        num_classes=data.num_classes, num_labels=config.data.num_labels, device=device))
+        num_classes=data.num_classes, num_labels=config.data.num_labels, device=device,
+        params=params))
     order_gens = [generator(s, "order") for s in seeds]  # CPU: permutations match across devices
     noise_gens = [generator(s, "noise", device) for s in seeds]
     dropout_gens = [generator(s, "dropout", device) for s in seeds]
@@ -157,15 +158,23 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
         epoch_start = time.perf_counter()
         for step in range(first_step, steps):
             indices = order[:, step * batch_size:(step + 1) * batch_size]  # (R, B)
-            batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices))
-            logits = forward(params, cfg_model, data.train_images[indices], training=True,
-                             noise_gens=noise_gens, dropout_gens=dropout_gens)
+            images = data.train_images[indices]
+
+            def another_pass(pass_params: dict[str, torch.Tensor],
+                             images: torch.Tensor = images) -> torch.Tensor:
+                return forward(pass_params, cfg_model, images, training=True,
+                               noise_gens=noise_gens, dropout_gens=dropout_gens)
+
+            batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
+                          forward=another_pass)
+            logits = another_pass(params)
             losses = method.losses(logits, batch, epoch)
             total = losses.supervised + weight_t * losses.unsupervised  # (R,)
             optimizer.zero_grad(set_to_none=True)
             # Runs are independent: the gradient of the sum is each run's own gradient.
             total.sum().backward()
             optimizer.step()
+            method.after_step(epoch)
             sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
             if checkpoint is not None and checkpoint.stop.is_set():  # a host bool: no sync
                 save_checkpoint(checkpoint.path, snapshot(epoch, step + 1))
@@ -183,9 +192,14 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
             curves[name].append(row.tolist())
 
         eval_start = time.perf_counter()
-        test_acc = _accuracy(params, cfg_model, data.test_images, data.test_labels)
-        val_acc = (_accuracy(params, cfg_model, data.val_images, data.val_labels)
+        evaluated = method.evaluation_params()  # the first model gives the headline
+        headline = next(iter(evaluated.values()))
+        test_acc = _accuracy(headline, cfg_model, data.test_images, data.test_labels)
+        val_acc = (_accuracy(headline, cfg_model, data.val_images, data.val_labels)
                    if data.val_images is not None and data.val_labels is not None else None)
+        for name, other in list(evaluated.items())[1:]:  # e.g. the mean teacher's student
+            curves.setdefault(f"{name}_test_accuracy", []).append(
+                _accuracy(other, cfg_model, data.test_images, data.test_labels))
         eval_seconds = time.perf_counter() - eval_start
         curves["test_accuracy"].append(test_acc)
         if val_acc is not None:

@@ -3,7 +3,7 @@
 Importing this package registers the built-in methods.
 """
 
-from methods import supervised, temporal_ensembling
+from methods import mean_teacher, supervised, temporal_ensembling
 from methods.base import Batch, Method, MethodContext, StepLosses
 from methods.registry import get_method, method_names, register
 
@@ -13,6 +13,7 @@ __all__ = [
     "MethodContext",
     "StepLosses",
     "get_method",
+    "mean_teacher",
     "method_names",
     "register",
     "supervised",

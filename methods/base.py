@@ -8,6 +8,7 @@ stack of one).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,12 +29,20 @@ class MethodContext:
     num_classes: int  # C
     num_labels: int  # k: labeled samples per run
     device: torch.device
+    # The student's live parameters, each (R, ...): methods read them, the optimizer owns them.
+    params: Params
+
+
+Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Batch:
     indices: torch.Tensor  # (R, B) int64 sample indices into the training set
     labels: torch.Tensor  # (R, B) int64, UNLABELED (-1) for unlabeled samples
+    # Another training-mode pass of this batch's images through the model with the given
+    # parameters, with fresh input noise and dropout: params -> logits (R, B, C).
+    forward: Callable[[Params], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,15 @@ class Method:
         """logits (R, B, C) of one noisy training pass -> the loss terms."""
         raise NotImplementedError
 
+    def after_step(self, epoch: int) -> None:
+        """Called after each optimizer step (the mean teacher's weight average)."""
+
     def end_epoch(self, epoch: int) -> None:
         """Called after the last step of `epoch` (counted from 0)."""
+
+    def evaluation_params(self) -> dict[str, Params]:
+        """The models to evaluate, by name; the first one gives the headline accuracy."""
+        return {"student": self.context.params}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -29,7 +29,7 @@ def run_args(out, checkpoint, root, method="temporal_ensembling"):
             str(checkpoint), "--checkpoint-every", "1", "--root", str(root)]
 
 
-@pytest.mark.parametrize("method", ["temporal_ensembling"])
+@pytest.mark.parametrize("method", ["temporal_ensembling", "mean_teacher"])
 def test_kill_9_and_resume_gives_the_same_record(tmp_path, data_root, method):
     alone = tmp_path / "alone.json"
     done = subprocess.run(run_args(alone, tmp_path / "alone.ckpt", data_root, method),
@@ -56,6 +56,9 @@ def test_kill_9_and_resume_gives_the_same_record(tmp_path, data_root, method):
     for key in COMPARED:
         assert first["curves"][key] == second["curves"][key], key
     assert first["metrics"] == second["metrics"]
+    if method == "mean_teacher":  # the teacher's state was restored too, not re-copied
+        assert first["curves"]["student_test_accuracy"] == second["curves"]["student_test_accuracy"]
+        assert "final_student_test_accuracy" in second["metrics"]
     assert not checkpoint.exists()  # removed once the record is written
 
 

@@ -7,6 +7,7 @@ import torch
 
 from bench.config import with_overrides
 from bench.train import single_run, train_stack
+from methods import method_names
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")
@@ -66,7 +67,7 @@ def test_stacked_runs_match_sequential_runs(data_root):
     assert stacked[0].labeled_indices != stacked[1].labeled_indices
 
 
-@pytest.mark.parametrize("method", ["temporal_ensembling", "supervised"])
+@pytest.mark.parametrize("method", method_names())
 def test_a_short_run_learns(data_root, method):
     result = single_run(smoke_config(method), device=CPU, data_root=data_root)
     assert result.final_test_accuracy > 0.5  # chance is 0.1

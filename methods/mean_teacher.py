@@ -1,0 +1,54 @@
+"""Mean teacher (Tarvainen & Valpola, NeurIPS 2017): the teacher's weights are an
+exponential moving average of the student's, and the student is pulled towards the
+teacher's predictions on an independently noised pass of the same images.
+
+The teacher is never touched by the optimizer; its accuracy is the headline, the
+student's is reported beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from methods.base import Batch, Method, MethodContext, Params, StepLosses
+from methods.losses import softmax_mse
+from methods.registry import register
+
+
+@register("mean_teacher")
+class MeanTeacher(Method):
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        self.teacher: Params = {k: v.detach().clone() for k, v in context.params.items()}
+
+    def decay(self, epoch: int) -> float:
+        """The EMA decay: ema_decay, or ema_decay_after_ramp once the ramp-up is over."""
+        after = self.config.ema_decay_after_ramp
+        return after if after is not None and epoch >= self.config.ramp_epochs else \
+            self.config.ema_decay
+
+    def losses(self, logits: torch.Tensor, batch: Batch, epoch: int) -> StepLosses:
+        if batch.forward is None:
+            raise ValueError("mean_teacher needs batch.forward for the teacher's pass")
+        with torch.no_grad():
+            teacher_probs = torch.softmax(batch.forward(self.teacher), dim=-1)
+        return StepLosses(supervised=self.supervised(logits, batch),
+                          unsupervised=softmax_mse(logits, teacher_probs))
+
+    @torch.no_grad()
+    def after_step(self, epoch: int) -> None:
+        decay = self.decay(epoch)
+        for name, teacher in self.teacher.items():
+            teacher.lerp_(self.context.params[name].detach(), 1.0 - decay)
+
+    def evaluation_params(self) -> dict[str, Params]:
+        return {"teacher": self.teacher, "student": self.context.params}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, tensor in self.teacher.items():
+            tensor.copy_(state["teacher"][name])
