@@ -55,20 +55,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.checkpoint import CheckpointPolicy, stop_on_signals
+    from bench.checkpoint import load as load_checkpoint
     from bench.config import build_config, parse_set_args
+    from bench.datasets import get_dataset, verify
     from bench.record import build_record
     from bench.runner import default_threads
     from bench.train import EpochSummary, resolve_device, single_run
 
     config = build_config(args.method, args.seed, args.profile, parse_set_args(args.set or []))
     device = resolve_device(args.device)
+    verify(_data_root(args), get_dataset(config.data.dataset))  # before any output
     if device.type == "cpu":
         torch.set_num_threads(args.threads or default_threads(1))
     out = Path(args.out) if args.out else Path("runs") / (
         f"{args.method}-seed{args.seed}-{args.profile}-{config.config_hash()}.json")
     _check_writable(out.parent)
-    _log(f"run {config.config_hash()}: {args.method}, seed {args.seed}, profile {args.profile}, "
-         f"{config.train.epochs} epochs, device {device}")
 
     def progress(s: EpochSummary) -> None:
         left = s.elapsed_seconds / (s.epoch + 1) * (s.epochs - s.epoch - 1)
@@ -79,8 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     policy = CheckpointPolicy(Path(args.checkpoint) if args.checkpoint
                               else out.with_suffix(".ckpt"), every_epochs=args.checkpoint_every)
-    if policy.path.exists():
-        _log(f"resuming from epoch {_checkpoint_epoch(policy.path) + 1} of {policy.path}")
+    resumable = load_checkpoint(policy.path, config.config_hash(), [config.seed], device)
+    _log(f"run {config.config_hash()}: {args.method}, seed {args.seed}, profile {args.profile}, "
+         f"{config.train.epochs} epochs, device {device}")
+    if resumable is not None:  # checked first: a checkpoint of another run is an error
+        _log(f"resuming from epoch {int(resumable['epoch']) + 1} of {policy.path}")
+        del resumable
     started = dt.datetime.now(dt.UTC)
     with stop_on_signals(policy.stop):
         result = single_run(config, device=device, data_root=_data_root(args), progress=progress,
@@ -95,15 +100,6 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{record['throughput']['train_images_per_s_median']:,.0f} train img/s; "
           f"record: {out}")
     return 0
-
-
-def _checkpoint_epoch(path: Path) -> int:
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except Exception:
-        return 0  # unreadable: training reports it properly when it loads the file
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

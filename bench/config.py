@@ -58,6 +58,14 @@ class DataConfig:
         _check(self.num_labels % classes == 0,
                f"data.num_labels={self.num_labels} must be divisible by the {classes} classes "
                f"for a balanced split")
+        total = DATASETS[self.dataset].num_train
+        _check(self.train_size is None or self.train_size <= total,
+               f"data.train_size={self.train_size} exceeds the {total} training images of "
+               f"{self.dataset}")
+        available = self.train_size or total
+        _check(self.num_labels + self.val_size <= available,
+               f"data.num_labels={self.num_labels} plus data.val_size={self.val_size} exceeds "
+               f"the {available} training images; use fewer or a larger data.train_size")
         _check(self.train_size is None or self.train_size > 0,
                f"data.train_size must be > 0 or none, got {self.train_size}")
         _check(self.test_size is None or self.test_size > 0,

@@ -38,6 +38,7 @@ class DatasetSpec:
     name: str
     folder: str  # torchvision's class name, which is also its folder under ROOT
     num_classes: int
+    num_train: int  # training images in the raw files
     files: tuple[RawFile, ...]
     npm_package: str | None  # "name@version" shipping the raw files under package/data/
     download_host: str  # probed to decide, within seconds, whether a download can work
@@ -47,6 +48,7 @@ MNIST = DatasetSpec(
     name="mnist",
     folder="MNIST",
     num_classes=10,
+    num_train=60_000,
     files=(
         RawFile("train-images-idx3-ubyte", 47_040_016,
                 "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),

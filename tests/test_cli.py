@@ -8,8 +8,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from bench.checkpoint import CheckpointPolicy
 from bench.datasets import MNIST, raw_dir
+from bench.runner import run_grid
+from bench.store import RunStore
+from bench.train import single_run
+from tests.conftest import smoke_config
 
 
 def sslbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -40,34 +46,97 @@ def test_run_writes_a_complete_record(tmp_path, data_root):
     assert record["environment"]["torch"].startswith("2.") and record["environment"]["device"]
 
 
+SMOKE_RUN = ["run", "--method", "supervised", "--profile", "smoke"]
+SMOKE_GRID = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1"]
+
+# Every command, misused. {store} is a store holding one finished cell, {tmp} a scratch
+# folder, {file} a plain file there. Each must give one line, exit 2, and change nothing.
 BAD_INPUTS = [
     (["run", "--method", "mixmatch", "--profile", "smoke"], "unknown method 'mixmatch'"),
     (["run", "--method", "supervised", "--profile", "huge"], "unknown profile 'huge'"),
-    (["run", "--method", "supervised", "--profile", "smoke", "--set", "train.nope=1"],
-     "unknown config key 'train.nope'"),
-    (["run", "--method", "supervised", "--profile", "smoke", "--set", "train.epochs=-3"],
-     "train.epochs must be > 0"),
-    (["run", "--method", "supervised", "--profile", "smoke", "--set", "data.num_labels=95"],
-     "must be divisible by the 10 classes"),
-    (["run", "--method", "supervised", "--profile", "smoke", "--device", "tpu"],
-     "unknown device 'tpu'"),
+    ([*SMOKE_RUN, "--set", "train.nope=1"], "unknown config key 'train.nope'"),
+    ([*SMOKE_RUN, "--set", "lr"], "--set expects key=value"),
+    ([*SMOKE_RUN, "--set", "train.epochs=ten"], "train.epochs must be an integer"),
+    ([*SMOKE_RUN, "--set", "model.weight_norm=maybe"], "must be true or false"),
+    ([*SMOKE_RUN, "--set", "train.epochs=-3"], "train.epochs must be > 0"),
+    ([*SMOKE_RUN, "--set", "train.batch_size=0"], "train.batch_size must be > 0"),
+    ([*SMOKE_RUN, "--set", "method.ensemble_momentum=1.0"],
+     "method.ensemble_momentum must be in [0, 1)"),
+    ([*SMOKE_RUN, "--set", "data.num_labels=95"], "must be divisible by the 10 classes"),
+    ([*SMOKE_RUN, "--set", "data.num_labels=5000"], "exceeds the 2000 training images"),
+    ([*SMOKE_RUN, "--set", "data.train_size=70000"], "data.train_size=70000 exceeds"),
+    ([*SMOKE_RUN, "--set", "data.dataset=cifar10"], "unknown dataset 'cifar10'"),
+    ([*SMOKE_RUN, "--device", "tpu"], "unknown device 'tpu'"),
+    ([*SMOKE_RUN, "--out", "{file}/run.json"], "cannot create output folder"),
+    ([*SMOKE_RUN, "--root", "{tmp}/empty"], "is missing; run `sslbench data fetch"),
     (["ablate", "--grid", "nope", "--profile", "smoke"], "unknown grid 'nope'"),
-    (["ablate", "--grid", "mnist100", "--profile", "smoke", "--variants", "nope"],
-     "has no variant 'nope'"),
-    (["ablate", "--grid", "mnist100", "--profile", "smoke", "--storage",
-      "postgresql://nobody@127.0.0.1:1/none"], "cannot open run store"),
-    (["report", "--grid", "mnist100", "--storage", "sqlite:///empty.db"], "has no runs of grid"),
+    (["ablate", "--profile", "smoke"], "ablate needs --grid NAME"),
+    ([*SMOKE_GRID, "--variants", "nope", "--storage", "{store}"], "has no variant 'nope'"),
+    ([*SMOKE_GRID, "--seeds", "0", "--storage", "{store}"], "--seeds must be >= 1"),
+    ([*SMOKE_GRID, "--workers", "0", "--storage", "{store}"], "--workers must be >= 1"),
+    ([*SMOKE_GRID, "--set", "train.lr=fast", "--storage", "{store}"], "train.lr must be a number"),
+    ([*SMOKE_GRID, "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open run store"),
+    ([*SMOKE_GRID, "--storage", "sqlite:///{file}"], "is not a SQLite database"),
+    ([*SMOKE_GRID, "--storage", "sqlite:///{tmp}/missing/dir/runs.db"], "cannot create run store"),
+    (["report", "--grid", "mnist100", "--storage", "sqlite:///{tmp}/empty.db"],
+     "has no runs of grid"),
+    (["report", "--grid", "mnist100", "--profile", "paper", "--storage", "{store}"],
+     "has no runs of grid 'mnist100' with profile 'paper'"),
+    (["report", "--grid", "nope", "--storage", "{store}"], "unknown grid 'nope'"),
+    (["report", "--grid", "mnist100", "--storage", "{store}", "--out", "{file}/report"],
+     "cannot create output folder"),
+    (["data", "fetch", "--dataset", "cifar10"], "unknown dataset 'cifar10'"),
 ]
 
 
+@pytest.fixture(scope="module")
+def finished_store(tmp_path_factory, data_root):
+    """A store holding one finished mnist100 cell, to show bad input never changes it."""
+    folder = tmp_path_factory.mktemp("store")
+    url = f"sqlite:///{folder / 'runs.db'}"
+    outcome = run_grid("mnist100", "smoke", [0], store=RunStore(url), variants=["supervised"],
+                       overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
+    assert outcome.finished == ["supervised/seed0"]
+    return url
+
+
+def _store_state(url):
+    store = RunStore(url)
+    return sorted((r.cell, r.state, r.trial_id, str(r.record)) for name in store.study_names()
+                  for r in store.cell_runs(store.find_study(name)))
+
+
 @pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
-def test_bad_input_gets_one_line_and_exit_2(tmp_path, data_root, args, message):
-    result = sslbench(*args, "--root", str(data_root)) if args[0] != "report" else sslbench(
-        *args, cwd=tmp_path)
+def test_bad_input_gets_one_line_exit_2_and_changes_nothing(tmp_path, data_root, finished_store,
+                                                            args, message):
+    (tmp_path / "empty").mkdir()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a folder, not a database")
+    filled = [a.format(store=finished_store, tmp=tmp_path, file=plain) for a in args]
+    if "--root" not in filled and filled[0] in ("run", "ablate"):
+        filled += ["--root", str(data_root)]
+    before = _store_state(finished_store)
+    result = sslbench(*filled, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "Traceback" not in result.stderr
+    assert _store_state(finished_store) == before
+    assert plain.read_text() == "not a folder, not a database"
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, data_root):
+    checkpoint = tmp_path / "other.ckpt"
+    policy = CheckpointPolicy(checkpoint, every_epochs=1)
+    single_run(smoke_config("supervised", train__epochs=2), device=torch.device("cpu"),
+               data_root=data_root, checkpoint=policy)
+    saved = checkpoint.read_bytes()
+    result = sslbench(*SMOKE_RUN, "--set", "train.epochs=3", "--checkpoint", str(checkpoint),
+                      "--root", str(data_root))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "belongs to run" in lines[0] and "delete it" in lines[0]
+    assert checkpoint.read_bytes() == saved
 
 
 def test_corrupt_data_names_the_file_and_the_fetch_command(tmp_path, data_root):
