@@ -197,3 +197,32 @@ def test_failed_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_root, mon
     text = path.read_text()
     assert "| raises/seed0 | error |" in text and "| diverges/seed0 | diverged |" in text
     assert not math.isnan(pd.read_csv(tmp_path / "report" / "summary.csv")["mean"][0])
+
+
+def test_sigterm_stops_workers_with_checkpoints_and_the_grid_resumes(tmp_path, data_root):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1",
+            "--variants", "control", "ramp_none", "--workers", "2", "--storage", url,
+            "--root", str(data_root), "--set", "train.epochs=12"]
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "runs.db.checkpoints"
+    deadline = time.monotonic() + 300
+    while len(list(checkpoints.glob("*.pt"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr.splitlines()[-1]
+    store = RunStore(url)
+    study = store.find_study(grid_study_name("mnist100", "smoke"))
+    stopped = store.cell_runs(study)
+    assert sorted(r.failure_kind for r in stopped) == ["interrupted", "interrupted"]
+    assert len(list(checkpoints.glob("*.pt"))) == 2
+
+    resumed = sslbench(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stderr.count("resuming from its checkpoint") == 2
+    latest = latest_by_cell(store.cell_runs(study))
+    assert all(r.state == "COMPLETE" for r in latest.values()) and len(latest) == 2
+    assert not list(checkpoints.glob("*.pt"))
