@@ -146,12 +146,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _check_writable(out)
-    path = write_report(RunStore(args.storage), args.grid, args.profile, out)
+    path = write_report(RunStore(args.storage, create=False), args.grid, args.profile, out)
     print(f"report written: {path}")
     return 0
 
 
 def _check_writable(folder: Path) -> None:
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"cannot create output folder {folder}: {blocking} is a file, not a "
+                        f"folder; choose another --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -63,11 +63,14 @@ class CellRun:
     owner: str | None  # "host:pid" of the process running it
 
 
-def _check_sqlite_file(url: str) -> None:
+def _check_sqlite_file(url: str, create: bool) -> None:
     """A clear error before SQLAlchemy meets a file that is not a SQLite database."""
     if not url.startswith("sqlite:///"):
         return
     path = Path(url.removeprefix("sqlite:///"))
+    if not create and not path.exists():
+        raise StoreError(f"run store {path} does not exist; run `sslbench ablate` first or "
+                         f"pass the --storage URL of an existing store")
     if path.exists():
         if path.is_dir():
             raise StoreError(f"run store {path} is a directory, not a SQLite file; "
@@ -83,8 +86,10 @@ def _check_sqlite_file(url: str) -> None:
 
 
 class RunStore:
-    def __init__(self, url: str = DEFAULT_URL) -> None:
-        _check_sqlite_file(url)
+    def __init__(self, url: str = DEFAULT_URL, create: bool = True) -> None:
+        """Open the store at `url`; with create=False a missing SQLite file is an error
+        (reading commands never leave an empty database behind)."""
+        _check_sqlite_file(url, create)
         self.url = url
         try:
             self.storage = RDBStorage(url, engine_kwargs=_engine_kwargs(url))

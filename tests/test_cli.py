@@ -67,7 +67,7 @@ BAD_INPUTS = [
     ([*SMOKE_RUN, "--set", "data.train_size=70000"], "data.train_size=70000 exceeds"),
     ([*SMOKE_RUN, "--set", "data.dataset=cifar10"], "unknown dataset 'cifar10'"),
     ([*SMOKE_RUN, "--device", "tpu"], "unknown device 'tpu'"),
-    ([*SMOKE_RUN, "--out", "{file}/run.json"], "cannot create output folder"),
+    ([*SMOKE_RUN, "--out", "{file}/run.json"], "plain.txt is a file, not a folder"),
     ([*SMOKE_RUN, "--root", "{tmp}/empty"], "is missing; run `sslbench data fetch"),
     (["ablate", "--grid", "nope", "--profile", "smoke"], "unknown grid 'nope'"),
     (["ablate", "--profile", "smoke"], "ablate needs --grid NAME"),
@@ -78,13 +78,13 @@ BAD_INPUTS = [
     ([*SMOKE_GRID, "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open run store"),
     ([*SMOKE_GRID, "--storage", "sqlite:///{file}"], "is not a SQLite database"),
     ([*SMOKE_GRID, "--storage", "sqlite:///{tmp}/missing/dir/runs.db"], "cannot create run store"),
-    (["report", "--grid", "mnist100", "--storage", "sqlite:///{tmp}/empty.db"],
-     "has no runs of grid"),
+    (["report", "--grid", "mnist100", "--storage", "sqlite:///{tmp}/none.db"],
+     "none.db does not exist"),
     (["report", "--grid", "mnist100", "--profile", "paper", "--storage", "{store}"],
      "has no runs of grid 'mnist100' with profile 'paper'"),
     (["report", "--grid", "nope", "--storage", "{store}"], "unknown grid 'nope'"),
     (["report", "--grid", "mnist100", "--storage", "{store}", "--out", "{file}/report"],
-     "cannot create output folder"),
+     "plain.txt is a file, not a folder"),
     (["data", "fetch", "--dataset", "cifar10"], "unknown dataset 'cifar10'"),
 ]
 
@@ -123,6 +123,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(tmp_path, data_root,
     assert "Traceback" not in result.stderr
     assert _store_state(finished_store) == before
     assert plain.read_text() == "not a folder, not a database"
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path, data_root):
