@@ -249,8 +249,14 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     cell_args = (device, str(data_root), str(checkpoint_dir) if checkpoint_dir else None,
                  checkpoint_every)
 
-    def start(cell: Cell) -> int:
+    def start(cell: Cell) -> int | None:
+        """Claim the cell in the store; None if another runner finished or took it since."""
         progress.pending -= 1
+        latest_run = latest_by_cell(store.cell_runs(study_id)).get(cell.key)
+        if latest_run is not None and latest_run.state in ("COMPLETE", "RUNNING"):
+            outcome.skipped_running.append(cell.key)
+            progress.cell_done(cell.key, f"skipped: {latest_run.state.lower()} elsewhere")
+            return None
         saved = checkpoint_dir is not None and checkpoint_path(str(checkpoint_dir), cell.config)
         if saved and saved.exists():
             log(f"{cell.key}: resuming from its checkpoint in {checkpoint_dir}")
@@ -260,6 +266,8 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
         torch.set_num_threads(threads)
         for cell in pending:
             trial_id = start(cell)
+            if trial_id is None:
+                continue
             result = execute_cell(cell.config.to_dict(), cell.key, *cell_args,
                                   progress=progress.epoch)
             settle(cell, trial_id, result)
@@ -281,6 +289,8 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
             while queued and len(in_flight) < workers:
                 cell = queued.pop(0)
                 trial_id = start(cell)
+                if trial_id is None:
+                    continue
                 future = pool.submit(execute_cell, cell.config.to_dict(), cell.key, *cell_args)
                 in_flight[future] = (cell, trial_id)
             done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)

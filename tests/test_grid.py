@@ -226,3 +226,26 @@ def test_sigterm_stops_workers_with_checkpoints_and_the_grid_resumes(tmp_path, d
     latest = latest_by_cell(store.cell_runs(study))
     assert all(r.state == "COMPLETE" for r in latest.values()) and len(latest) == 2
     assert not list(checkpoints.glob("*.pt"))
+
+
+def test_two_runners_on_one_store_run_each_cell_once(tmp_path, data_root):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1",
+            "--variants", "control", "supervised", "--workers", "1", "--storage", url,
+            "--root", str(data_root), "--set", "train.epochs=4"]
+    first = subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store = RunStore(url)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # the first runner has claimed its first cell
+        study = store.find_study(grid_study_name("mnist100", "smoke"))
+        if study is not None and store.cell_runs(study):
+            break
+        time.sleep(0.05)
+    second = sslbench(*args)
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, first_err + second.stderr
+    runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
+    assert sorted(r.cell for r in runs) == ["control/seed0", "supervised/seed0"]
+    assert all(r.state == "COMPLETE" for r in runs)
+    assert "elsewhere" in first_err + second.stderr
