@@ -330,8 +330,12 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 def build_config(method: str, seed: int, profile: str,
                  overrides: Mapping[str, Any] | None = None,
                  variant_overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Defaults -> variant overrides (paper units) -> profile -> `--set` overrides."""
+    """Defaults -> the method's defaults -> variant overrides (paper units) -> profile ->
+    `--set` overrides."""
+    from methods import get_method
+
     config = with_overrides(RunConfig(seed=seed), {"method.name": method})
+    config = with_overrides(config, get_method(method).default_overrides)
     config = with_overrides(config, variant_overrides or {})
     config = apply_profile(config, get_profile(profile))
     return with_overrides(config, overrides or {})

@@ -3,7 +3,7 @@
 Importing this package registers the built-in methods.
 """
 
-from methods import mean_teacher, supervised, temporal_ensembling
+from methods import mean_teacher, pi_model, supervised, temporal_ensembling
 from methods.base import Batch, Method, MethodContext, StepLosses
 from methods.registry import get_method, method_names, register
 
@@ -15,6 +15,7 @@ __all__ = [
     "get_method",
     "mean_teacher",
     "method_names",
+    "pi_model",
     "register",
     "supervised",
     "temporal_ensembling",

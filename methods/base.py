@@ -57,6 +57,8 @@ class Method:
     name: ClassVar[str] = "base"
     # Whether the method has an unsupervised term; the supervised baseline has none.
     uses_unlabeled: ClassVar[bool] = True
+    # The method's own defaults (e.g. its weight w_max), applied before grid and --set.
+    default_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, context: MethodContext) -> None:
         self.context = context

@@ -29,6 +29,12 @@ def test_paper_profile_is_the_blog_protocol():
     assert config.data.normalization == "channelwise" and config.data.train_size is None
 
 
+def test_methods_bring_their_own_defaults_below_grid_and_set():
+    assert build_config("pi_model", 0, "quick").method.w_max == 100.0
+    assert build_config("temporal_ensembling", 0, "quick").method.w_max == 30.0
+    assert build_config("pi_model", 0, "quick", {"method.w_max": "50"}).method.w_max == 50.0
+
+
 def test_set_overrides_are_typed_and_applied_after_the_profile():
     config = build_config("supervised", 3, "quick",
                           parse_set_args(["train.lr=0.001", "method.ramp_epochs=5",
