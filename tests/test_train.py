@@ -36,10 +36,18 @@ def test_same_config_and_seed_give_identical_runs(data_root):
     {"method__ensemble_target": "prob"},
     {"method__ramp_epochs": 0},
     {"model__weight_norm": False},
+    {"model__input_noise_std": 0.0},
+    {"model__dropout": 0.0},
+    {"method__w_max": 10.0},
+    {"method__ensemble_momentum": 0.9},
+    {"method": "mean_teacher", "method__ema_decay": 0.9},
+    {"method": "mean_teacher", "method__ema_decay_after_ramp": 0.999},
 ])
 def test_every_switch_changes_the_computed_losses(data_root, switch):
-    control = curves(short(), data_root)
-    variant = curves(short(**switch), data_root)
+    switch = dict(switch)
+    method = switch.pop("method", "temporal_ensembling")
+    control = curves(short(method), data_root)
+    variant = curves(short(method, **switch), data_root)
     changed = [key for key in ("supervised_loss", "unsupervised_loss")
                if not all(math.isclose(a, b, rel_tol=1e-7) for a, b in
                           zip(control[key], variant[key], strict=True))]
