@@ -83,7 +83,10 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
         f"- data: {data.get('dataset', '–')}, {data.get('num_labels', '–')} labels, train "
         f"images: {data.get('train_size') or 'all'}, test images: {data.get('test_size') or 'all'}",
         f"- seeds: {', '.join(map(str, sorted({r.seed for r in runs})))} "
-        f"({len(records)} finished runs, {sum(r.state == 'FAIL' for r in runs)} failed)",
+        f"({len(records)} finished runs, "
+        f"{sum(r.state == 'FAIL' and r.failure_kind != 'interrupted' for r in runs)} failed, "
+        f"{sum(r.failure_kind == 'interrupted' for r in runs if r.state == 'FAIL')} "
+        f"interrupted and resumable, {sum(r.state == 'RUNNING' for r in runs)} running)",
         f"- device: {'; '.join(sorted({e['device'] for e in env}))}",
         f"- torch {', '.join(sorted({e['torch'] for e in env}))}, torchvision "
         f"{', '.join(sorted({e['torchvision'] for e in env}))}, python "
@@ -163,8 +166,12 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         "epoch seconds (training only) and peak memory (CUDA allocator peak, or process "
         "peak RSS on CPU).",
         "",
-        "## Failed runs",
+        "## Failed and interrupted runs",
         markdown_table(failures) if not failures.empty else "None.",
+        "",
+        "An interrupted cell was stopped (a signal, or its runner ended) and resumes from its "
+        "checkpoint when the same `sslbench ablate` command runs again; a diverged cell hit a "
+        "NaN or infinite loss; an error is a crash, with its exception.",
         "",
         "## Figures",
         *[f"![{p.stem}]({p.name})" for p in figs],
