@@ -105,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ablations import get_grid, grid_names
     from bench.config import get_profile, parse_set_args
-    from bench.runner import run_grid
+    from bench.datasets import get_dataset, verify
+    from bench.runner import plan_cells, run_grid
     from bench.store import RunStore, default_checkpoint_dir
 
     if args.list:
@@ -126,6 +127,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    # Every cell's config and the data are checked before the store is opened or created.
+    cells = plan_cells(get_grid(args.grid), args.profile, list(range(args.seeds)),
+                       args.variants, parse_set_args(args.set or []))
+    for dataset in sorted({cell.config.data.dataset for cell in cells}):
+        verify(_data_root(args), get_dataset(dataset))
     store = RunStore(args.storage)
     outcome = run_grid(args.grid, args.profile, list(range(args.seeds)), store=store,
                        variants=args.variants, overrides=parse_set_args(args.set or []),

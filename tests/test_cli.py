@@ -69,6 +69,7 @@ BAD_INPUTS = [
     ([*SMOKE_RUN, "--device", "tpu"], "unknown device 'tpu'"),
     ([*SMOKE_RUN, "--out", "{file}/run.json"], "plain.txt is a file, not a folder"),
     ([*SMOKE_RUN, "--root", "{tmp}/empty"], "is missing; run `sslbench data fetch"),
+    ([*SMOKE_GRID, "--root", "{tmp}/empty"], "is missing; run `sslbench data fetch"),
     (["ablate", "--grid", "nope", "--profile", "smoke"], "unknown grid 'nope'"),
     (["ablate", "--profile", "smoke"], "ablate needs --grid NAME"),
     ([*SMOKE_GRID, "--variants", "nope", "--storage", "{store}"], "has no variant 'nope'"),
@@ -124,6 +125,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(tmp_path, data_root,
     assert _store_state(finished_store) == before
     assert plain.read_text() == "not a folder, not a database"
     assert not (tmp_path / "none.db").exists()
+    assert not (tmp_path / "sslbench.db").exists()  # no store is created by a bad command
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path, data_root):
