@@ -45,6 +45,11 @@ def paired_forest(paired: pd.DataFrame, control: str, path: Path) -> Path:
                         paired["ci_high"] - paired["mean_diff"]],
                   fmt="o", color="tab:blue", capsize=4)
     axes.axvline(0, color="0.4", linestyle="--", linewidth=1)
+    # A difference of two accuracies lies in [-100, 100] points; t intervals from very few
+    # seeds can reach past that and are cut at the edge.
+    low = paired["ci_low"].fillna(paired["mean_diff"]).min()
+    high = paired["ci_high"].fillna(paired["mean_diff"]).max()
+    axes.set_xlim(max(-100.0, low - 1.0), min(100.0, high + 1.0))
     axes.set_yticks(list(y), paired["variant"])
     axes.invert_yaxis()
     axes.set(xlabel=f"accuracy difference to {control} (points, 95% CI)",
