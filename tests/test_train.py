@@ -40,13 +40,18 @@ def test_same_config_and_seed_give_identical_runs(data_root):
     {"model__dropout": 0.0},
     {"method__w_max": 10.0},
     {"method__ensemble_momentum": 0.9},
+    {"method__ramp_shape": 1.0},
+    {"model__conv1_channels": 8, "model__conv2_channels": 16},
+    {"data__normalization": "pixelwise", "data__pixel_std_floor": 0.3},
+    {"data__num_labels": 200},
     {"method": "mean_teacher", "method__ema_decay": 0.9},
     {"method": "mean_teacher", "method__ema_decay_after_ramp": 0.999},
 ])
 def test_every_switch_changes_the_computed_losses(data_root, switch):
     switch = dict(switch)
     method = switch.pop("method", "temporal_ensembling")
-    control = curves(short(method), data_root)
+    base = {"data__normalization": "pixelwise"} if "data__pixel_std_floor" in switch else {}
+    control = curves(short(method, **base), data_root)
     variant = curves(short(method, **switch), data_root)
     changed = [key for key in ("supervised_loss", "unsupervised_loss")
                if not all(math.isclose(a, b, rel_tol=1e-7) for a, b in
