@@ -26,6 +26,25 @@ SEEDS = [0, 1]
 GRID = get_grid("mnist100")
 
 
+def start_ablate(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, what: str, timeout_s: float = 300, poll_s: float = 0.05) -> None:
+    """Poll until `condition()` holds; fail (rather than go on) if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(poll_s)
+
+
+def smoke_runs(store: RunStore) -> list:
+    study = store.find_study(grid_study_name("mnist100", "smoke"))
+    return store.cell_runs(study) if study is not None else []
+
+
 def sslbench(*args: str, cwd=None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=900, **kwargs)
@@ -123,18 +142,15 @@ def test_killed_grid_resumes_and_finishes_with_the_same_cells(tmp_path, data_roo
     args = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "2",
             "--variants", "control", "supervised", "--workers", "1", "--storage", url,
             "--root", str(data_root), "--set", "train.epochs=3"]
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = start_ablate(args)
     store = RunStore(url)
-    deadline = time.monotonic() + 300
     checkpoints = tmp_path / "runs.db.checkpoints"
-    while time.monotonic() < deadline:  # one cell stored, another running and checkpointed
-        study = store.find_study(grid_study_name("mnist100", "smoke"))
-        runs = store.cell_runs(study) if study is not None else []
-        if (any(r.state == "COMPLETE" for r in runs) and any(r.state == "RUNNING" for r in runs)
-                and any(checkpoints.glob("*.pt"))):
-            break
-        time.sleep(0.1)
+
+    def one_stored_one_checkpointed() -> bool:
+        states = {r.state for r in smoke_runs(store)}
+        return {"COMPLETE", "RUNNING"} <= states and any(checkpoints.glob("*.pt"))
+
+    wait_for(one_stored_one_checkpointed, "one cell stored and another checkpointed")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     study = store.find_study(grid_study_name("mnist100", "smoke"))
@@ -204,12 +220,9 @@ def test_sigterm_stops_workers_with_checkpoints_and_the_grid_resumes(tmp_path, d
     args = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1",
             "--variants", "control", "ramp_none", "--workers", "2", "--storage", url,
             "--root", str(data_root), "--set", "train.epochs=12"]
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = start_ablate(args)
     checkpoints = tmp_path / "runs.db.checkpoints"
-    deadline = time.monotonic() + 300
-    while len(list(checkpoints.glob("*.pt"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, "both workers' checkpoints")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-2000:]
@@ -233,15 +246,9 @@ def test_two_runners_on_one_store_run_each_cell_once(tmp_path, data_root):
     args = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1",
             "--variants", "control", "supervised", "--workers", "1", "--storage", url,
             "--root", str(data_root), "--set", "train.epochs=4"]
-    first = subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = start_ablate(args)
     store = RunStore(url)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # the first runner has claimed its first cell
-        study = store.find_study(grid_study_name("mnist100", "smoke"))
-        if study is not None and store.cell_runs(study):
-            break
-        time.sleep(0.05)
+    wait_for(lambda: bool(smoke_runs(store)), "the first runner to claim a cell")
     second = sslbench(*args)
     _, first_err = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, first_err + second.stderr
