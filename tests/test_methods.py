@@ -25,10 +25,12 @@ def setup(name: str, **changes):
     return get_method(name)(context), params
 
 
-def make_batch(images=None):
+def make_batch(images=None, streams=None):
+    """A batch whose extra passes draw from `streams` (fresh ones if None). Pass the same
+    streams across epochs, as the trainer does, so each pass gets new noise and dropout."""
     images = torch.randn(2, 3, 1, 28, 28) if images is None else images
-    noise = [generator(s, "noise") for s in (0, 1)]
-    dropout = [generator(s, "dropout") for s in (0, 1)]
+    noise, dropout = streams or ([generator(s, "noise") for s in (0, 1)],
+                                 [generator(s, "dropout") for s in (0, 1)])
 
     def another_pass(params):
         return forward(params, MODEL, images, training=True, noise_gens=noise,
@@ -54,9 +56,12 @@ def test_contract_finite_losses_of_the_right_shape(name):
 @pytest.mark.parametrize("name", [n for n in method_names() if get_method(n).uses_unlabeled])
 def test_contract_unsupervised_term_gives_the_student_a_gradient(name):
     method, params = setup(name)
-    images = torch.randn(2, 3, 1, 28, 28)
+    images = torch.randn(2, 3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    # One set of streams for both epochs: were the epoch-1 pass a replay of epoch 0 (same
+    # noise, same dropout), the ensemble target would equal the output and the gradient be 0.
+    streams = ([generator(s, "noise") for s in (0, 1)], [generator(s, "dropout") for s in (0, 1)])
     for epoch in range(2):  # epoch 0 fills the temporal ensemble's targets
-        batch = make_batch(images)
+        batch = make_batch(images, streams)
         losses = method.losses(batch.forward(params), batch, epoch)
         method.end_epoch(epoch)
     grads = torch.autograd.grad(losses.unsupervised.sum(), list(params.values()))
