@@ -50,9 +50,9 @@ def _run(session: nox.Session, tool: str, *args: str, success_codes: list[int] |
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """pytest on real MNIST slices (fetches MNIST first if it is missing)."""
+    """pytest on real MNIST and Fashion-MNIST slices (fetched first when missing)."""
     _venv(session)
-    _run(session, "sslbench", "data", "fetch")
+    _run(session, "sslbench", "data", "fetch", "--dataset", "all")
     _run(session, "pytest", *(session.posargs or ["-q"]))
 
 

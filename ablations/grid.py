@@ -16,6 +16,9 @@ class Variant:
     # Config overrides in paper units (epoch lengths of 300 epochs; profiles scale them).
     overrides: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # The variant this one is compared with, paired by seed (default: the grid's control).
+    # A variant that names itself is a reference only and is not compared.
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,15 @@ class Grid:
             raise ValueError(f"grid {self.name!r} has duplicate variant names")
         if self.control not in names:
             raise ValueError(f"grid {self.name!r}: control {self.control!r} is not a variant")
+        for variant in self.variants:
+            if variant.baseline is not None and variant.baseline not in names:
+                raise ValueError(f"grid {self.name!r}: variant {variant.name!r} is compared "
+                                 f"with {variant.baseline!r}, which is not a variant")
+
+    def baseline_of(self, name: str) -> str | None:
+        """The variant `name` is compared with, or None when it is not compared."""
+        baseline = self.variant(name).baseline or self.control
+        return None if baseline == name else baseline
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:

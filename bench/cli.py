@@ -1,6 +1,6 @@
 """`sslbench`: the command line. Side effects live here; the engine stays pure.
 
-    sslbench data fetch [--dataset mnist] [--root DIR]        # root also from SSLBENCH_DATA
+    sslbench data fetch [--dataset mnist|fashion_mnist|all] [--root DIR]  # or $SSLBENCH_DATA
     sslbench run --method NAME --seed N --profile P [--set key=value ...] [--device D] [--out FILE]
     sslbench ablate --grid NAME --profile P --seeds N [--storage URL] [--workers N] | --list
     sslbench report --grid NAME [--profile P] [--storage URL] --out DIR
@@ -45,9 +45,11 @@ def _data_root(args: argparse.Namespace) -> Path:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from bench.datasets import fetch, get_dataset
+    from bench.datasets import DATASETS, fetch, get_dataset
 
-    print(fetch(_data_root(args), get_dataset(args.dataset), log=_log))
+    names = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    for name in names:
+        print(fetch(_data_root(args), get_dataset(name), log=_log))
     return 0
 
 
@@ -197,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="dataset files")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     fetch = data_commands.add_parser("fetch", help="download and verify a dataset")
-    fetch.add_argument("--dataset", default="mnist")
+    fetch.add_argument("--dataset", default="mnist",
+                       help="mnist | fashion_mnist | all (default mnist)")
     data_root_flag(fetch)
     fetch.set_defaults(func=cmd_data_fetch)
 

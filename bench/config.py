@@ -24,6 +24,7 @@ PAPER_EPOCHS = 300
 
 Normalization = Literal["channelwise", "pixelwise"]
 EnsembleTarget = Literal["raw", "prob"]
+Activation = Literal["relu", "leaky_relu"]
 SupervisedScaling = Literal["labeled", "batch"]
 
 # Field metadata marking lengths measured in epochs, scaled with the profile's epochs.
@@ -47,6 +48,11 @@ class DataConfig:
     # border pixels are always 0 (std 0) and near-border ones almost always, which a plain
     # division would blow up by factors of 100 or more.
     pixel_std_floor: float = 0.1
+    # Augmentation of training passes, on the device, drawn per sample (off in the control):
+    # a random translation by up to this many pixels in each direction (0: off; the
+    # original code used 2), and a random horizontal flip (off for digits).
+    translate_px: int = 0
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         from bench.datasets import DATASETS
@@ -73,6 +79,8 @@ class DataConfig:
         _check(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
         _check(self.pixel_std_floor > 0,
                f"data.pixel_std_floor must be > 0, got {self.pixel_std_floor}")
+        _check(0 <= self.translate_px <= 8,
+               f"data.translate_px must be in 0..8 pixels, got {self.translate_px}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,10 @@ class ModelConfig:
     input_noise_std: float = 0.15  # Gaussian noise on normalized inputs, training only
     dropout: float = 0.5
     weight_norm: bool = True
+    # The blog's suggested model tweaks: leaky ReLU (slope 0.1 in the original code) and
+    # wider layers (conv1_channels / conv2_channels).
+    activation: Activation = "relu"
+    leaky_slope: float = 0.1
 
     def __post_init__(self) -> None:
         _check(self.conv1_channels > 0 and self.conv2_channels > 0,
@@ -89,6 +101,8 @@ class ModelConfig:
         _check(self.input_noise_std >= 0,
                f"model.input_noise_std must be >= 0, got {self.input_noise_std}")
         _check(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check(0 <= self.leaky_slope < 1,
+               f"model.leaky_slope must be in [0, 1), got {self.leaky_slope}")
 
 
 @dataclass(frozen=True)

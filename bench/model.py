@@ -6,6 +6,9 @@ costs one kernel launch per layer instead of R. A stack of one is the plain mode
 
     noise(0.15) -> conv 1->16 3x3 pad 1 (weight norm) -> maxpool 3/2/1 -> ReLU
     -> conv 16->32 (weight norm) -> maxpool -> ReLU -> dropout 0.5 -> linear 32*7*7 -> 10
+
+Switches: widths (model.conv1_channels, conv2_channels), leaky ReLU (model.activation).
+Training-time augmentation (random translation, flip) is `augment`, applied per pass.
 """
 
 from __future__ import annotations
@@ -70,6 +73,39 @@ def _per_run_random(shape: tuple[int, ...], gens: Sequence[torch.Generator], dev
     return torch.stack([torch.rand(shape, generator=g, device=device) for g in gens])
 
 
+def _activation(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    if config.activation == "leaky_relu":
+        return F.leaky_relu(x, config.leaky_slope)
+    return F.relu(x)
+
+
+def augment(images: torch.Tensor, translate_px: int, hflip: bool,
+            gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """Per-sample random translation by up to `translate_px` pixels (each axis) and optional
+    horizontal flip, on the images' device; run r draws from its own generator.
+
+    images (R, B, 1, H, W) normalized -> same shape. Shifted-in borders repeat the edge
+    pixel (the background for digits and clothes), so padding adds no new intensity.
+    """
+    runs, batch, _, height, width = images.shape
+    device = images.device
+    flat = images.reshape(runs * batch, height, width)
+    if hflip:
+        flips = torch.stack([torch.rand(batch, generator=g, device=device) < 0.5 for g in gens])
+        flat = torch.where(flips.reshape(-1, 1, 1), flat.flip(-1), flat)
+    if translate_px > 0:
+        t = translate_px
+        padded = F.pad(flat.unsqueeze(1), (t, t, t, t), mode="replicate").squeeze(1)
+        # Offsets in 0..2t into the padded image: a shift in -t..t.
+        offsets = torch.stack([torch.randint(0, 2 * t + 1, (batch, 2), generator=g, device=device)
+                               for g in gens]).reshape(-1, 2)
+        rows = offsets[:, 0, None] + torch.arange(height, device=device)  # (R*B, H)
+        cols = offsets[:, 1, None] + torch.arange(width, device=device)  # (R*B, W)
+        sample = torch.arange(runs * batch, device=device)[:, None, None]
+        flat = padded[sample, rows[:, :, None], cols[:, None, :]]
+    return flat.reshape(images.shape)
+
+
 def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, training: bool,
             noise_gens: Sequence[torch.Generator] = (),
             dropout_gens: Sequence[torch.Generator] = ()) -> torch.Tensor:
@@ -86,10 +122,10 @@ def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, traini
     x = images.transpose(0, 1).flatten(1, 2)
     x = F.conv2d(x, _conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1,
                  groups=runs)
-    x = F.relu(F.max_pool2d(x, 3, stride=2, padding=1))
+    x = _activation(config, F.max_pool2d(x, 3, stride=2, padding=1))
     x = F.conv2d(x, _conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1,
                  groups=runs)
-    x = F.relu(F.max_pool2d(x, 3, stride=2, padding=1))  # (B, R*C2, 7, 7)
+    x = _activation(config, F.max_pool2d(x, 3, stride=2, padding=1))  # (B, R*C2, 7, 7)
     x = x.view(batch, runs, -1).transpose(0, 1)  # (R, B, C2*7*7)
     if training and config.dropout > 0:
         keep = 1.0 - config.dropout

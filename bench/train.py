@@ -22,7 +22,7 @@ from bench.checkpoint import save as save_checkpoint
 from bench.config import RunConfig
 from bench.data import PreparedData, prepare
 from bench.errors import DivergedError
-from bench.model import forward, init_params, predict
+from bench.model import augment, forward, init_params, predict
 from bench.seeds import generator
 from bench.throughput import peak_memory_mib, reset_peak_memory
 from methods import Batch, MethodContext, get_method
@@ -107,6 +107,9 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
     order_gens = [generator(s, "order") for s in seeds]  # CPU: permutations match across devices
     noise_gens = [generator(s, "noise", device) for s in seeds]
     dropout_gens = [generator(s, "dropout", device) for s in seeds]
+    augment_gens = [generator(s, "augment", device) for s in seeds]
+    cfg_data = config.data
+    augmented = cfg_data.translate_px > 0 or cfg_data.hflip
 
     results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs)
                for i, s in enumerate(seeds)]
@@ -116,7 +119,8 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
     batch_size = cfg_train.batch_size
     steps = math.ceil(num_train / batch_size)
     run_id = config.config_hash()  # the seed field aside, all runs of a stack share it
-    generators = {"order": order_gens, "noise": noise_gens, "dropout": dropout_gens}
+    generators = {"order": order_gens, "noise": noise_gens, "dropout": dropout_gens,
+                  "augment": augment_gens}
     sums = torch.zeros(3, runs, device=device)  # supervised, unsupervised, total loss sums
     order: torch.Tensor | None = None  # this epoch's permutation per run, (R, N)
     start_epoch = start_step = 0
@@ -162,6 +166,9 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
 
             def another_pass(pass_params: dict[str, torch.Tensor],
                              images: torch.Tensor = images) -> torch.Tensor:
+                if augmented:  # each pass its own translation, as noise and dropout
+                    images = augment(images, cfg_data.translate_px, cfg_data.hflip,
+                                     augment_gens)
                 return forward(pass_params, cfg_model, images, training=True,
                                noise_gens=noise_gens, dropout_gens=dropout_gens)
 

@@ -77,11 +77,15 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
     finished = max((rec["finished_at"] for rec in records), default="–")
     compute_h = sum(rec["throughput"]["total_seconds"] for rec in records) / 3600
     epochs = sorted({c["train"]["epochs"] for c in configs})
-    data = configs[0]["data"] if configs else {}
+
+    def values(key: str) -> str:
+        found = sorted({str(c["data"][key] or "all") for c in configs}, key=lambda v: (len(v), v))
+        return ", ".join(found) or "–"
+
     return [
         f"- grid: `{grid}`, profile: `{profile}`, epochs: {', '.join(map(str, epochs))}",
-        f"- data: {data.get('dataset', '–')}, {data.get('num_labels', '–')} labels, train "
-        f"images: {data.get('train_size') or 'all'}, test images: {data.get('test_size') or 'all'}",
+        f"- data: {values('dataset')}; labels: {values('num_labels')}; train images: "
+        f"{values('train_size')}; test images: {values('test_size')}",
         f"- seeds: {', '.join(map(str, sorted({r.seed for r in runs})))} "
         f"({len(records)} finished runs, "
         f"{sum(r.state == 'FAIL' and r.failure_kind != 'interrupted' for r in runs)} failed, "
@@ -109,22 +113,38 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     order = [v.name for v in grid.variants if v.name in set(frame["variant"])]
     summary = tables.variant_summary(frame, order)
     seeds = tables.per_seed(frame, order)
-    paired = tables.paired_against_control(frame, order, grid.control)
+    paired = tables.paired_against_baselines(frame, order,
+                                             {v: grid.baseline_of(v) for v in order})
+    labels = tables.by_labels(frame)
+    several_budgets = frame["num_labels"].nunique() > 1
     speed = tables.throughput(frame, order)
     failures = tables.failures_frame(runs)
     curves = tables.curves_frame(runs)
 
     out.mkdir(parents=True, exist_ok=True)
     for name, table in (("runs", frame), ("summary", summary), ("per_seed", seeds),
-                        ("paired", paired), ("throughput", speed), ("failures", failures)):
+                        ("paired", paired), ("throughput", speed), ("failures", failures),
+                        ("by_labels", labels)):
         table.to_csv(out / f"{name}.csv", index=name == "per_seed")
     figs = [figures.accuracy_strip(frame, order, out / "accuracy.png"),
             figures.learning_curves(curves, order, out / "curves.png"),
             figures.throughput_bars(speed, out / "throughput.png")]
     if not paired.empty:
-        figs.insert(1, figures.paired_forest(paired, grid.control, out / "paired.png"))
+        figs.insert(1, figures.paired_forest(paired, out / "paired.png"))
+    if several_budgets:
+        figs.insert(0, figures.accuracy_by_labels(frame, out / "accuracy_by_labels.png"))
 
-    variants = "\n".join(f"- `{v.name}` ({v.method}): {v.description}" for v in grid.variants)
+    variants = "\n".join(
+        f"- `{v.name}` ({v.method}): {v.description}"
+        + (f"; compared with `{b}`" if (b := grid.baseline_of(v.name)) else "; reference")
+        for v in grid.variants)
+    labels_section = [
+        "## Accuracy against the number of labels",
+        markdown_table(labels, {"num_labels": 0, "n": 0, "collapses": 0}),
+        "",
+        "Mean test accuracy (%) over seeds per method and label count, 95% bootstrap CI.",
+        "",
+    ] if several_budgets else []
     lines = [
         f"# Grid `{grid_name}`, profile `{profile}`",
         "",
@@ -148,11 +168,12 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         "## Accuracy per seed",
         markdown_table(seeds, index=True),
         "",
-        f"## Paired against `{grid.control}`",
+        *labels_section,
+        "## Paired against each variant's baseline",
         markdown_table(paired, {"t_p": 4, "wilcoxon_p": 4, "holm_p": 4}) if not paired.empty
-        else "No variant shares seeds with the control yet.",
+        else "No variant shares seeds with its baseline yet.",
         "",
-        "`mean_diff` in accuracy points (variant - control) over the seeds both finished, "
+        "`mean_diff` in accuracy points (variant - baseline) over the seeds both finished, "
         "95% CI from the paired t distribution; `t_p` paired t-test, `wilcoxon_p` Wilcoxon "
         "signed-rank (exact; with n <= 5 it cannot go below 0.0625), `holm_p` the t-test p "
         "Holm-adjusted over the variants; `d_z` = mean / sd of the differences. The verdict "

@@ -36,8 +36,8 @@ def accuracy_strip(frame: pd.DataFrame, order: Sequence[str], path: Path) -> Pat
     return _save(figure, path)
 
 
-def paired_forest(paired: pd.DataFrame, control: str, path: Path) -> Path:
-    """Mean paired difference to control with its 95% t interval, one row per variant."""
+def paired_forest(paired: pd.DataFrame, path: Path) -> Path:
+    """Mean paired difference to each variant's baseline with its 95% t interval."""
     figure, axes = plt.subplots(figsize=(7, 0.5 * max(2, len(paired)) + 1.2))
     y = range(len(paired))
     axes.errorbar(paired["mean_diff"], list(y),
@@ -50,9 +50,10 @@ def paired_forest(paired: pd.DataFrame, control: str, path: Path) -> Path:
     low = paired["ci_low"].fillna(paired["mean_diff"]).min()
     high = paired["ci_high"].fillna(paired["mean_diff"]).max()
     axes.set_xlim(max(-100.0, low - 1.0), min(100.0, high + 1.0))
-    axes.set_yticks(list(y), paired["variant"])
+    axes.set_yticks(list(y), [f"{v} - {b}" for v, b in
+                              zip(paired["variant"], paired["baseline"], strict=True)])
     axes.invert_yaxis()
-    axes.set(xlabel=f"accuracy difference to {control} (points, 95% CI)",
+    axes.set(xlabel="accuracy difference to the baseline (points, 95% CI)",
              title="Paired differences (same seeds, same labeled subsets)")
     return _save(figure, path)
 
@@ -81,4 +82,19 @@ def throughput_bars(table: pd.DataFrame, path: Path) -> Path:
     axes.set(xlabel="", ylabel="train images / s (median over epochs)",
              title="Training throughput per run")
     axes.tick_params(axis="x", rotation=30)
+    return _save(figure, path)
+
+
+def accuracy_by_labels(frame: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy against the number of labels per method: mean over seeds, 95% CI."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=frame, x="num_labels", y="accuracy", hue="method", style="method",
+                 markers=True, dashes=False, errorbar=("ci", 95), err_style="bars",
+                 ax=axes)
+    ks = sorted(frame["num_labels"].unique())
+    axes.set_xscale("log")
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.minorticks_off()
+    axes.set(xlabel="labeled images (balanced)", ylabel="test accuracy (%)",
+             title="Accuracy against the number of labels (mean over seeds, 95% CI)")
     return _save(figure, path)

@@ -7,7 +7,7 @@ the profile's test slice), at the last epoch unless the column says otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,10 +25,14 @@ def runs_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
             continue
         record = run.record
         metrics, throughput = record["metrics"], record["throughput"]
+        data = record["config"]["data"]
         rows.append({
             "variant": run.variant,
             "seed": run.seed,
             "method": record["method"],
+            "dataset": data["dataset"],
+            "num_labels": data["num_labels"],
+            "translate_px": data.get("translate_px", 0),
             "accuracy": 100 * metrics["final_test_accuracy"],
             "blog_accuracy": 100 * metrics["lowest_train_loss_test_accuracy"],
             "collapsed": bool(metrics["collapsed"]),
@@ -38,9 +42,9 @@ def runs_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
             "total_seconds": throughput["total_seconds"],
             "device": record["environment"]["device"],
         })
-    columns = ["variant", "seed", "method", "accuracy", "blog_accuracy", "collapsed",
-               "train_images_per_s", "epoch_seconds", "peak_memory_mib", "total_seconds",
-               "device"]
+    columns = ["variant", "seed", "method", "dataset", "num_labels", "translate_px", "accuracy",
+               "blog_accuracy", "collapsed", "train_images_per_s", "epoch_seconds",
+               "peak_memory_mib", "total_seconds", "device"]
     return pd.DataFrame(rows, columns=columns).sort_values(["variant", "seed"], ignore_index=True)
 
 
@@ -71,25 +75,41 @@ def per_seed(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
     return table.reindex(columns=[v for v in order if v in table.columns])
 
 
-def paired_against_control(frame: pd.DataFrame, order: Sequence[str],
-                           control: str) -> pd.DataFrame:
-    """Each variant minus control on the seeds both finished, with Holm over the family."""
+def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
+                             baselines: Mapping[str, str | None]) -> pd.DataFrame:
+    """Each variant minus its baseline on the seeds both finished, Holm over the family.
+
+    `baselines` maps a variant to the variant it is compared with (None: not compared).
+    """
     table = per_seed(frame, order)
     rows = []
     for variant in order:
-        if variant == control or variant not in table or control not in table:
+        baseline = baselines.get(variant)
+        if baseline is None or variant not in table or baseline not in table:
             continue
-        both = table[[control, variant]].dropna()
-        c = paired_comparison(both[control].to_numpy(), both[variant].to_numpy())
-        rows.append({"variant": variant, "n": c.n, "mean_diff": c.mean_diff,
-                     "ci_low": c.ci_low, "ci_high": c.ci_high, "t_p": c.t_p,
-                     "wilcoxon_p": c.wilcoxon_p, "d_z": c.d_z})
-    result = pd.DataFrame(rows, columns=["variant", "n", "mean_diff", "ci_low", "ci_high", "t_p",
-                                         "wilcoxon_p", "d_z"])
+        both = table[[baseline, variant]].dropna()
+        c = paired_comparison(both[baseline].to_numpy(), both[variant].to_numpy())
+        rows.append({"variant": variant, "baseline": baseline, "n": c.n,
+                     "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                     "t_p": c.t_p, "wilcoxon_p": c.wilcoxon_p, "d_z": c.d_z})
+    result = pd.DataFrame(rows, columns=["variant", "baseline", "n", "mean_diff", "ci_low",
+                                         "ci_high", "t_p", "wilcoxon_p", "d_z"])
     result["holm_p"] = holm(result["t_p"].tolist()) if len(result) else []
     result["verdict"] = [verdict(d, p, n) for d, p, n in
                          zip(result["mean_diff"], result["holm_p"], result["n"], strict=True)]
     return result
+
+
+def by_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per method and label count k: n, mean accuracy (%) and its 95% bootstrap CI."""
+    rows = []
+    for (method, k), part in frame.groupby(["method", "num_labels"], sort=True):
+        s = summarize(part["accuracy"].to_numpy())
+        rows.append({"method": method, "num_labels": int(k), "n": s.n, "mean": s.mean,
+                     "ci_low": s.ci_low, "ci_high": s.ci_high,
+                     "collapses": int(part["collapsed"].sum())})
+    return pd.DataFrame(rows, columns=["method", "num_labels", "n", "mean", "ci_low", "ci_high",
+                                       "collapses"])
 
 
 def throughput(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:

