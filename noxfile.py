@@ -92,6 +92,17 @@ def ablations(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Micro-benchmarks, then `sslbench bench` (naive pipeline vs harness); posargs go to it."""
+    _venv(session)
+    _run(session, "sslbench", "data", "fetch")
+    Path("report/bench").mkdir(parents=True, exist_ok=True)  # --benchmark-json needs the folder
+    _run(session, "pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider",
+         "--benchmark-json", "report/bench/micro.json")
+    _run(session, "sslbench", "bench", "--out", "report/bench", *session.posargs)
+
+
+@nox.session
 def report(session: nox.Session) -> None:
     """Rebuild a grid's report from the store (arguments as `sslbench report`)."""
     _venv(session)

@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
     report.add_argument("--out", default="report", help="output folder (default ./report)")
     report.set_defaults(func=cmd_report)
+
+    from bench import speed
+
+    speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
     return parser
 
 

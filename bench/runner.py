@@ -7,6 +7,7 @@ cells in separate processes (spawned; on CPU one thread each, never oversubscrib
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing as mp
 import os
@@ -28,7 +29,14 @@ from bench.checkpoint import CheckpointPolicy, Interrupted, stop_on_signals
 from bench.config import RunConfig, build_config, config_from_dict
 from bench.errors import DivergedError
 from bench.record import build_record
-from bench.store import RETRIED_FAILURES, RunStore, grid_study_name, latest_by_cell
+from bench.store import (
+    DEFAULT_GRACE_S,
+    HEARTBEAT_S,
+    RETRIED_FAILURES,
+    RunStore,
+    grid_study_name,
+    latest_by_cell,
+)
 from bench.train import EpochSummary, resolve_device, single_run
 
 
@@ -191,41 +199,99 @@ def _duration(seconds: float) -> str:
 # -- the grid ------------------------------------------------------------------------------
 
 
-def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunStore,
-             variants: Sequence[str] | None = None, overrides: dict[str, str] | None = None,
-             workers: int = 1, device: str = "auto", threads: int | None = None,
-             data_root: Path, retry_failed: bool = False,
-             checkpoint_dir: Path | None = None, checkpoint_every: int = 1,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
-             ) -> GridOutcome:
-    grid = get_grid(grid_name)
-    cells = plan_cells(grid, profile, seeds, variants, overrides)
-    study_id = store.study_id(grid_study_name(grid_name, profile),
-                              {"grid": grid_name, "profile": profile, "kind": "grid"})
-    for reaped in store.reap_interrupted(study_id):
-        log(f"{reaped}: its process ended before it finished; it will be rerun")
-    latest = latest_by_cell(store.cell_runs(study_id))
+class Heartbeat:
+    """A thread that beats, every HEARTBEAT_S seconds, for the trials this runner owns.
 
+    It has its own store connection: one thread per connection, as the engines want.
+    """
+
+    def __init__(self, url: str, interval_s: float = HEARTBEAT_S) -> None:
+        self.url, self.interval_s = url, interval_s
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)
+
+    def add(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+    def _run(self) -> None:
+        store = RunStore(self.url)
+        while not self.stopped.wait(self.interval_s):
+            with self.lock:
+                beating = list(self.trial_ids)
+            for trial_id in beating:
+                # A lost connection is not fatal: the next beat tries again.
+                with contextlib.suppress(Exception):
+                    store.beat(trial_id)
+
+
+def _scan(cells: Sequence[Cell], store: RunStore, study_id: int, retry_failed: bool,
+          attempted: set[str]) -> tuple[list[Cell], list[str], GridOutcome]:
+    """(cells this runner may claim now, cells running elsewhere, counts) from the store."""
+    latest = latest_by_cell(store.cell_runs(study_id))
     outcome = GridOutcome(total=len(cells), already_done=0)
-    pending: list[Cell] = []
+    claimable: list[Cell] = []
+    running: list[str] = []
     for cell in cells:
         run = latest.get(cell.key)
         if run is not None and run.state == "COMPLETE":
             outcome.already_done += 1
         elif run is not None and run.state == "RUNNING":
+            running.append(cell.key)
             outcome.skipped_running.append(cell.key)
         elif (run is not None and run.state == "FAIL" and run.failure_kind not in RETRIED_FAILURES
               and not retry_failed):
             outcome.skipped_diverged.append(cell.key)
-        else:
-            pending.append(cell)
-    if not pending:
+        elif cell.key not in attempted:  # one attempt per cell per invocation
+            claimable.append(cell)
+    return claimable, running, outcome
+
+
+def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunStore,
+             variants: Sequence[str] | None = None, overrides: dict[str, str] | None = None,
+             workers: int = 1, device: str = "auto", threads: int | None = None,
+             data_root: Path, retry_failed: bool = False,
+             checkpoint_dir: Path | None = None, checkpoint_every: int = 1,
+             grace_s: float = DEFAULT_GRACE_S, wait_for_others: bool = True,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+             ) -> GridOutcome:
+    """Run every unfinished cell of the grid, claiming each in the store.
+
+    Other runners (processes or machines) may work on the same grid through the same
+    store: each cell is claimed by exactly one. With `wait_for_others`, when only cells
+    running elsewhere are left, this runner waits for them and takes over any whose owner
+    stops sending heartbeats (`grace_s`), so the grid ends complete.
+    """
+    grid = get_grid(grid_name)
+    cells = plan_cells(grid, profile, seeds, variants, overrides)
+    study_id = store.study_id(grid_study_name(grid_name, profile),
+                              {"grid": grid_name, "profile": profile, "kind": "grid"})
+    for reaped in store.reap_interrupted(study_id, grace_s):
+        log(f"{reaped}: its process ended before it finished; it will be rerun")
+    attempted: set[str] = set()
+    pending, running_elsewhere, outcome = _scan(cells, store, study_id, retry_failed, attempted)
+    if not pending and not (running_elsewhere and wait_for_others):
         log(f"{grid_name}/{profile}: nothing to run: {outcome.already_done} of {len(cells)} "
             f"cells already finished" + _skips(outcome))
         return outcome
     log(f"{grid_name}/{profile}: {len(pending)} of {len(cells)} cells to run "
         f"({outcome.already_done} already finished{_skips(outcome)}), {workers} worker(s), "
         f"store {store.url}")
+    initially_done = outcome.already_done
 
     resolved = resolve_device(device)
     threads = threads or default_threads(workers if resolved.type == "cpu" else 1)
@@ -234,6 +300,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     progress.pending = len(pending)
 
     def settle(cell: Cell, trial_id: int, result: dict[str, Any]) -> None:
+        heartbeat.remove(trial_id)
         if result["status"] == "ok":
             store.finish_cell(trial_id, result["record"])
             outcome.finished.append(cell.key)
@@ -251,30 +318,59 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
 
     def start(cell: Cell) -> int | None:
         """Claim the cell in the store; None if another runner finished or took it since."""
-        progress.pending -= 1
-        latest_run = latest_by_cell(store.cell_runs(study_id)).get(cell.key)
-        if latest_run is not None and latest_run.state in ("COMPLETE", "RUNNING"):
+        progress.pending = max(0, progress.pending - 1)
+        attempted.add(cell.key)
+        trial_id = store.claim_cell(study_id, cell.key, cell.variant, cell.seed,
+                                    cell.config.to_dict())
+        if trial_id is None:
             outcome.skipped_running.append(cell.key)
-            progress.cell_done(cell.key, f"skipped: {latest_run.state.lower()} elsewhere")
+            progress.cell_done(cell.key, "skipped: finished or running elsewhere")
             return None
+        heartbeat.add(trial_id)
         saved = checkpoint_dir is not None and checkpoint_path(str(checkpoint_dir), cell.config)
         if saved and saved.exists():
             log(f"{cell.key}: resuming from its checkpoint in {checkpoint_dir}")
-        return store.start_cell(study_id, cell.key, cell.variant, cell.seed, cell.config.to_dict())
+        return trial_id
 
-    if workers <= 1:
-        torch.set_num_threads(threads)
-        for cell in pending:
-            trial_id = start(cell)
-            if trial_id is None:
-                continue
-            result = execute_cell(cell.config.to_dict(), cell.key, *cell_args,
-                                  progress=progress.epoch)
-            settle(cell, trial_id, result)
-            if result["status"] == "interrupted":
-                raise KeyboardInterrupt  # the user asked to stop; the cell resumes next time
-        return outcome
+    def more_work() -> list[Cell]:
+        """Cells that became claimable since (their owner died); waits while others run."""
+        while True:
+            for reaped in store.reap_interrupted(study_id, grace_s):
+                log(f"{reaped}: its owner is gone; taking it over")
+            claimable, running, _ = _scan(cells, store, study_id, retry_failed, attempted)
+            if claimable or not running or not wait_for_others:
+                progress.pending += len(claimable)
+                return claimable
+            time.sleep(min(HEARTBEAT_S, grace_s / 4))
 
+    with Heartbeat(store.url) as heartbeat:
+        if not pending:  # only cells running elsewhere: wait for them, take over the dead
+            pending = more_work()
+        if workers <= 1:
+            torch.set_num_threads(threads)
+            while pending:
+                for cell in pending:
+                    trial_id = start(cell)
+                    if trial_id is None:
+                        continue
+                    result = execute_cell(cell.config.to_dict(), cell.key, *cell_args,
+                                          progress=progress.epoch)
+                    settle(cell, trial_id, result)
+                    if result["status"] == "interrupted":
+                        raise KeyboardInterrupt  # the user asked to stop; resumes next time
+                pending = more_work()
+        else:
+            _run_pool(pending, workers, threads, start, settle, more_work, cell_args, progress)
+    outcome.already_done = initially_done
+    return outcome
+
+
+def _run_pool(pending: list[Cell], workers: int, threads: int,
+              start: Callable[[Cell], int | None],
+              settle: Callable[[Cell, int, dict[str, Any]], None],
+              more_work: Callable[[], list[Cell]], cell_args: tuple[Any, ...],
+              progress: Progress) -> None:
+    """Cells in `workers` spawned processes, one thread each on CPU."""
     context = mp.get_context("spawn")
     queue = context.Queue()
     runner_stop = context.Event()  # set on SIGTERM/SIGINT: workers checkpoint and stop
@@ -302,10 +398,11 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
                 except Exception as error:  # the worker process itself died
                     result = {"status": "error", "reason": f"worker process failed: {error}"}
                 settle(cell, trial_id, result)
+            if not queued and not in_flight and not runner_stop.is_set():
+                queued = more_work()
         _drain(queue, progress)
     if runner_stop.is_set():
         raise KeyboardInterrupt
-    return outcome
 
 
 def _drain(queue: Any, progress: Progress) -> None:

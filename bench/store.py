@@ -3,11 +3,21 @@
 Each grid (and profile) is an Optuna study; each (variant, seed) cell run is a trial whose
 user attributes hold the cell key, the full config and, once finished, the whole record
 (metrics, per-epoch curves, throughput, device, versions, git commit). Grids and searches
-share one store; any SQLAlchemy URL works (SQLite file by default, PostgreSQL for many
-machines), and optuna-dashboard can browse it.
+share one store, chosen by URL:
+    sqlite:///file.db                 one process at a time (the default)
+    journal:///path/file.log          Optuna's journal file: several processes, one machine
+                                      (or a shared file system with working locks)
+    postgresql://user@host/db         many processes on many machines
+optuna-dashboard can browse any of them.
 
 Cell states: COMPLETE (finished; never run again), RUNNING (owned by a live process),
 FAIL (crashed, interrupted or diverged; the reason is kept, and the first two are retried).
+
+Several runners may work on one grid. A runner claims a cell by creating a study named
+after the cell and its attempt number: study names are unique in every storage, so of two
+runners racing for a cell exactly one wins, whatever the engine's isolation. A running cell
+carries a heartbeat; a cell whose owner stopped beating (a machine gone, `kill -9`), or
+whose owner process on this host is dead, is marked interrupted and claimed again.
 """
 
 from __future__ import annotations
@@ -15,12 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -33,14 +45,31 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # divergence is deterministic for its config and seed, so it is kept unless asked.
 RETRIED_FAILURES = ("error", "interrupted")
 
+# Heartbeats of running cells and trials: written every HEARTBEAT_S seconds; an owner
+# silent for longer than the grace period is taken for dead and its work is retried.
+HEARTBEAT_S = 10.0
+DEFAULT_GRACE_S = 120.0
+# Names the worker in the store; set it where several machines share a host name.
+ENV_WORKER_HOST = "SSLBENCH_WORKER_HOST"
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def default_checkpoint_dir(url: str) -> Path:
-    """Checkpoints of unfinished cells: beside a SQLite store, else ./sslbench-checkpoints."""
-    if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///") + ".checkpoints")
+    """Checkpoints of unfinished cells: beside a SQLite or journal file, else
+    ./sslbench-checkpoints."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            return Path(url.removeprefix(scheme) + ".checkpoints")
     return Path("sslbench-checkpoints")
+
+
+def host_name() -> str:
+    return os.environ.get(ENV_WORKER_HOST) or socket.gethostname()
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
 
 
 def grid_study_name(grid: str, profile: str) -> str:
@@ -61,13 +90,14 @@ class CellRun:
     failure_kind: str | None
     record: dict[str, Any] | None
     owner: str | None  # "host:pid" of the process running it
+    heartbeat: float | None  # seconds since the epoch of its owner's last sign of life
 
 
 def _check_sqlite_file(url: str, create: bool) -> None:
     """A clear error before SQLAlchemy meets a file that is not a SQLite database."""
     if not url.startswith("sqlite:///"):
         return
-    path = Path(url.removeprefix("sqlite:///"))
+    path = Path(url.removeprefix("sqlite:///")).expanduser()
     if not create and not path.exists():
         raise StoreError(f"run store {path} does not exist; run `sslbench ablate` first or "
                          f"pass the --storage URL of an existing store")
@@ -85,21 +115,48 @@ def _check_sqlite_file(url: str, create: bool) -> None:
                          f"does not exist or is not writable; pass another --storage URL")
 
 
+def _check_journal_file(url: str, create: bool) -> Path:
+    path = Path(url.removeprefix("journal:///")).expanduser()
+    if not url.startswith("journal:///") or not path.name:
+        raise StoreError(f"journal store URL {url!r} must look like journal:///path/file.log")
+    if path.is_dir():
+        raise StoreError(f"journal store {path} is a directory; pass "
+                         f"--storage journal:///path/file.log")
+    if not path.exists():
+        if not create:
+            raise StoreError(f"run store {path} does not exist; run `sslbench ablate` first or "
+                             f"pass the --storage URL of an existing store")
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise StoreError(f"cannot create journal store {path}: folder {path.parent} does "
+                             f"not exist or is not writable; pass another --storage URL")
+    return path
+
+
+def open_storage(url: str, create: bool = True) -> BaseStorage:
+    """The Optuna storage behind a store URL, or a one-line StoreError saying why not."""
+    try:
+        if url.startswith("journal:"):
+            path = _check_journal_file(url, create)
+            return JournalStorage(JournalFileBackend(str(path)))
+        _check_sqlite_file(url, create)
+        return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except StoreError:
+        raise
+    except Exception as error:  # SQLAlchemy, driver and journal errors vary by backend
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise StoreError(f"cannot open run store {url}: {reason[:200]}; check the --storage "
+                         f"URL (sqlite:///file.db, journal:///file.log, postgresql://...) and "
+                         f"that the database is reachable") from error
+
+
 class RunStore:
     def __init__(self, url: str = DEFAULT_URL, create: bool = True) -> None:
-        """Open the store at `url`; with create=False a missing SQLite file is an error
-        (reading commands never leave an empty database behind)."""
-        _check_sqlite_file(url, create)
+        """Open the store at `url`; with create=False a missing SQLite or journal file is an
+        error (reading commands never leave an empty database behind)."""
         self.url = url
-        try:
-            self.storage = RDBStorage(url, engine_kwargs=_engine_kwargs(url))
-        except Exception as error:  # SQLAlchemy/driver errors vary by backend
-            text = str(error).strip()
-            reason = text.splitlines()[0] if text else type(error).__name__
-            raise StoreError(f"cannot open run store {url}: {reason[:200]}; "
-                             f"check the --storage URL and that the database is reachable"
-                             ) from error
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.storage = open_storage(url, create)
+        self.owner = f"{host_name()}:{os.getpid()}"
 
     # -- studies ---------------------------------------------------------------------
     def study_id(self, name: str, attrs: dict[str, Any] | None = None) -> int:
@@ -124,14 +181,29 @@ class RunStore:
         return [s.study_name for s in self.storage.get_all_studies()]
 
     # -- cells -----------------------------------------------------------------------
-    def start_cell(self, study_id: int, cell: str, variant: str, seed: int,
-                   config: dict[str, Any]) -> int:
+    def claim_cell(self, study_id: int, cell: str, variant: str, seed: int,
+                   config: dict[str, Any]) -> int | None:
+        """Start a new attempt at `cell` unless it is finished or running, atomically
+        across processes and machines; None when another runner has it."""
+        attempts = [r for r in self.cell_runs(study_id) if r.cell == cell]
+        if any(r.state in ("COMPLETE", "RUNNING") for r in attempts):
+            return None
+        study_name = self.storage.get_study_name_from_id(study_id)
+        try:  # the mutex: one claim study per (cell, attempt); the name is unique
+            self.storage.create_new_study([StudyDirection.MAXIMIZE],
+                                          f"claim:{study_name}:{cell}:{len(attempts)}")
+        except optuna.exceptions.DuplicatedStudyError:
+            return None
         trial_id = self.storage.create_new_trial(study_id)
         for key, value in (("cell", cell), ("variant", variant), ("seed", seed),
                            ("config", config), ("owner", self.owner),
-                           ("started_at", _now())):
+                           ("started_at", _now()), ("heartbeat", time.time())):
             self.storage.set_trial_user_attr(trial_id, key, value)
         return trial_id
+
+    def beat(self, trial_id: int) -> None:
+        """A sign of life for a running cell or trial."""
+        self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
 
     def finish_cell(self, trial_id: int, record: dict[str, Any]) -> None:
         self.storage.set_trial_user_attr(trial_id, "record", record)
@@ -147,22 +219,30 @@ class RunStore:
         return [_cell_run(t) for t in self.storage.get_all_trials(study_id, deepcopy=False)
                 if "cell" in t.user_attrs]
 
-    def reap_interrupted(self, study_id: int) -> list[str]:
-        """Mark RUNNING cells whose owner process on this host is gone as interrupted.
-
-        Returns the cells reaped. Cells owned by live processes or other hosts are left.
-        """
-        host = socket.gethostname()
+    def reap_interrupted(self, study_id: int, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
+        """Mark RUNNING cells as interrupted when their owner is gone: a dead process on
+        this host, or no heartbeat for `grace_s` seconds (any host). Returns the cells."""
         reaped = []
         for run in self.cell_runs(study_id):
-            if run.state != "RUNNING" or not run.owner:
+            if run.state != "RUNNING":
                 continue
-            owner_host, _, pid = run.owner.rpartition(":")
-            if owner_host == host and not _pid_alive(int(pid)):
-                self.fail_cell(run.trial_id, f"interrupted: process {run.owner} ended "
-                                             f"before the cell finished", "interrupted")
+            why = owner_gone(run.owner, run.heartbeat, grace_s)
+            if why:
+                self.fail_cell(run.trial_id, f"interrupted: {why} before the cell finished",
+                               "interrupted")
                 reaped.append(run.cell)
         return reaped
+
+
+def owner_gone(owner: str | None, heartbeat: float | None, grace_s: float) -> str | None:
+    """Why the owner of a running cell or trial is taken for dead, or None if it lives."""
+    if owner:
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host == host_name() and pid.isdigit() and not _pid_alive(int(pid)):
+            return f"process {owner} ended"
+    if heartbeat is not None and time.time() - heartbeat > grace_s:
+        return f"{owner or 'its owner'} sent no heartbeat for {grace_s:.0f} s"
+    return None
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -177,7 +257,8 @@ def _cell_run(trial: FrozenTrial) -> CellRun:
     return CellRun(trial_id=trial._trial_id, number=trial.number, cell=attrs["cell"],
                    variant=attrs["variant"], seed=int(attrs["seed"]), state=trial.state.name,
                    failure=attrs.get("failure"), failure_kind=attrs.get("failure_kind"),
-                   record=attrs.get("record"), owner=attrs.get("owner"))
+                   record=attrs.get("record"), owner=attrs.get("owner"),
+                   heartbeat=attrs.get("heartbeat"))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -6,6 +6,7 @@ import resource
 import statistics
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -16,9 +17,19 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: the caching allocator's peak (MiB). CPU: the process's peak resident set (MiB)."""
+    """CUDA: the caching allocator's peak (MiB). CPU: the process's peak resident set (MiB).
+
+    On Linux the peak comes from /proc/self/status (VmHWM): ru_maxrss of a spawned worker
+    starts at its parent's peak, which would charge the runner's memory to every cell.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB -> MiB
+    except OSError:
+        pass  # not Linux: fall back to ru_maxrss
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is KiB on Linux, bytes on macOS.
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

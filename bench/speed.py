@@ -1,0 +1,463 @@
+"""`sslbench bench`: measured throughput of the naive pipeline and the harness, side by side.
+
+On one machine, on the same MNIST slice and number of epochs, it measures:
+
+    naive      the blog's pipeline (`bench.naive`): DataLoader, nn.Module, host syncs
+    harness    `bench.train.train_stack` with one run
+    stack      `train_stack` with S runs trained as one stacked model
+    2 procs    (CPU) two processes at once, one thread and one harness run each
+
+Each measurement runs in its own spawned process (one thread on CPU), one after another
+except the two of `2 procs`, which start training together at a barrier. So each memory
+figure is that process's own peak, and no measurement slows another down. Images/s are
+training images per second (evaluation excluded), the median over epochs after the first
+(warm-up), summed over the processes of a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_module
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
+
+METHOD = "temporal_ensembling"
+DEFAULT_TRAIN_SIZE = 2000  # the smoke profile's slice
+DEFAULT_TEST_SIZE = 1000
+DEFAULT_EPOCHS = 3  # the first is warm-up: the figures are the median of epochs 2 and 3
+DEFAULT_STACK = 5
+DEFAULT_OUT = "report/bench"
+THREADS_PER_PROCESS = 1  # on CPU: every pipeline gets one core, so they compare 1:1
+TWO_PROCESS_TARGET = 1.7  # CPU: two one-thread processes should give >= 1.7x one alone
+MIN_TRAIN_SIZE = 100  # the labeled images of the mnist100 protocol
+BARRIER_TIMEOUT_S = 600.0  # generous: a cold machine may take minutes to import and load
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    train_size: int = DEFAULT_TRAIN_SIZE
+    test_size: int = DEFAULT_TEST_SIZE
+    epochs: int = DEFAULT_EPOCHS
+    stack: int = DEFAULT_STACK
+    device: str = "cpu"  # resolved: cpu or cuda[:N]
+    data_root: str = ""
+    two_process: bool = True
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one measuring process trains: `kind` is "naive" or "harness"."""
+
+    kind: str
+    config: dict[str, Any]  # RunConfig.to_dict()
+    seeds: tuple[int, ...]
+    device: str
+    data_root: str
+
+
+@dataclass
+class Measurement:
+    name: str
+    what: str
+    runs: int  # runs trained per process
+    processes: int
+    images_per_s: float  # summed over processes
+    epoch_seconds: float  # median over epochs after the first; the slowest process
+    peak_memory_mib: float  # the largest process's peak
+    final_test_accuracy: list[float]  # per run, fraction in [0, 1]
+    device: str
+    torch_version: str
+    per_process: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- settings and configs -------------------------------------------------------------------
+
+
+def validate(settings: BenchSettings) -> None:
+    """Raise UserError naming the flag and the fix; checks the data files too."""
+    from bench.datasets import MNIST, verify
+
+    if settings.stack < 1:
+        raise UserError(f"--stack must be >= 1 (runs trained as one stack), got {settings.stack}")
+    if settings.epochs < 2:
+        raise UserError(f"--epochs must be >= 2: the first epoch is warm-up and is not "
+                        f"counted; got {settings.epochs}")
+    if not MIN_TRAIN_SIZE <= settings.train_size <= MNIST.num_train:
+        raise UserError(f"--train-size must be between {MIN_TRAIN_SIZE} (the labeled images) "
+                        f"and {MNIST.num_train:,}, got {settings.train_size}")
+    if not 1 <= settings.test_size <= 10_000:
+        raise UserError(f"--test-size must be between 1 and 10,000, got {settings.test_size}")
+    verify(Path(settings.data_root), MNIST)  # DataError: says which file and how to fetch
+
+
+def bench_config(settings: BenchSettings, seed: int = 0) -> RunConfig:
+    """The temporal-ensembling config of every pipeline: smoke profile, the bench's slice."""
+    from bench.config import build_config
+
+    return build_config(METHOD, seed, "smoke", {
+        "data.train_size": settings.train_size, "data.test_size": settings.test_size,
+        "train.epochs": settings.epochs})
+
+
+# -- one measuring process --------------------------------------------------------------------
+
+
+def process_peak_mib(device_name: str) -> float:
+    """This process's own peak memory (MiB): CUDA allocator peak, else the resident set
+    (VmHWM on Linux; see bench.throughput.peak_memory_mib)."""
+    import torch
+
+    from bench.throughput import peak_memory_mib
+
+    return peak_memory_mib(torch.device(device_name))
+
+
+def _train(job: Job, barrier: Any) -> dict[str, Any]:
+    """Load the data, wait for the siblings, train; return the figures of this process."""
+    import torch
+
+    from bench.config import config_from_dict
+    from bench.data import prepare
+    from bench.naive import train_naive
+    from bench.throughput import device_name, reset_peak_memory
+    from bench.train import train_stack
+
+    if job.device == "cpu":
+        torch.set_num_threads(THREADS_PER_PROCESS)
+    device, root = torch.device(job.device), Path(job.data_root)
+    config = config_from_dict(job.config)
+    if job.kind == "naive":
+        barrier.wait(BARRIER_TIMEOUT_S)  # never run beside another: nothing to load first
+        reset_peak_memory(device)
+        naive = train_naive(config, device=device, data_root=root)
+        curves = {"train_images_per_s": naive.train_images_per_s,
+                  "epoch_seconds": naive.epoch_seconds, "train_loss": naive.train_loss}
+        accuracy = [naive.final_test_accuracy]
+    else:
+        data = prepare(config.data, job.seeds, root, device)
+        barrier.wait(BARRIER_TIMEOUT_S)
+        runs = train_stack(config, job.seeds, device=device, data_root=root, data=data)
+        # The per-epoch figures are shared by the stack; the loss is the first run's.
+        curves = {k: runs[0].curves[k]
+                  for k in ("train_images_per_s", "epoch_seconds", "train_loss")}
+        accuracy = [run.final_test_accuracy for run in runs]
+    return {"pid": os.getpid(), "device": device_name(device), "torch_version": torch.__version__,
+            "peak_memory_mib": process_peak_mib(job.device), "final_test_accuracy": accuracy,
+            **curves}
+
+
+def _child(slot: int, job: Job, barrier: Any, results: Any) -> None:
+    """Process entry point: report ("ok", figures), ("user", message) or ("error", trace)."""
+    try:
+        results.put((slot, "ok", _train(job, barrier)))
+    except BaseException as error:
+        barrier.abort()  # a sibling waiting at the barrier fails at once instead of hanging
+        if isinstance(error, UserError):
+            results.put((slot, "user", str(error)))
+        else:
+            results.put((slot, "error", traceback.format_exc()))
+
+
+def run_processes(jobs: Sequence[Job], target: Callable[..., None] = _child
+                  ) -> list[dict[str, Any]]:
+    """Run one spawned process per job, all at once; return their reports in job order.
+
+    `target(slot, job, barrier, queue)` must put exactly one (slot, status, payload).
+    """
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    barrier = context.Barrier(len(jobs))
+    processes = [context.Process(target=target, args=(slot, job, barrier, results), daemon=True)
+                 for slot, job in enumerate(jobs)]
+    reports: dict[int, Any] = {}
+    seen_dead = False
+    try:
+        for process in processes:
+            process.start()
+        while len(reports) < len(jobs):
+            try:
+                slot, status, payload = results.get(timeout=0.5)
+            except queue_module.Empty:
+                dead = _dead_without_report(processes, reports)
+                if dead is not None and seen_dead:  # its last message had a poll to arrive
+                    raise RuntimeError(f"measuring process {dead} ended with exit code "
+                                       f"{processes[dead].exitcode} without a result") from None
+                seen_dead = dead is not None
+                continue
+            if status == "user":
+                raise UserError(payload)
+            if status != "ok":
+                raise RuntimeError(f"measuring process {slot} failed:\n{payload}")
+            reports[slot] = payload
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():  # only after a failure: ours, started above
+                process.terminate()
+                process.join()
+    return [reports[slot] for slot in range(len(jobs))]
+
+
+def _dead_without_report(processes: Sequence[Any], reports: dict[int, Any]) -> int | None:
+    """The slot of a process that ended without a report (killed, out of memory), if any."""
+    for slot, process in enumerate(processes):
+        if slot not in reports and process.exitcode is not None:
+            return slot
+    return None
+
+
+# -- measurements -----------------------------------------------------------------------------
+
+
+def summarize(name: str, what: str, runs: int, reports: Sequence[dict[str, Any]]
+              ) -> Measurement:
+    """One measurement from its processes' reports (per-epoch figures per process)."""
+    from bench.throughput import steady_median
+
+    return Measurement(
+        name=name, what=what, runs=runs, processes=len(reports),
+        images_per_s=sum(steady_median(r["train_images_per_s"]) for r in reports),
+        epoch_seconds=max(steady_median(r["epoch_seconds"]) for r in reports),
+        peak_memory_mib=max(r["peak_memory_mib"] for r in reports),
+        final_test_accuracy=[a for r in reports for a in r["final_test_accuracy"]],
+        device=reports[0]["device"], torch_version=reports[0]["torch_version"],
+        per_process=list(reports))
+
+
+def plan(settings: BenchSettings) -> list[tuple[str, str, int, list[Job]]]:
+    """(name, what, runs per process, jobs) of every measurement, in the order run."""
+    config = bench_config(settings).to_dict()
+
+    def job(kind: str, seeds: Sequence[int]) -> Job:
+        return Job(kind, config, tuple(seeds), settings.device, settings.data_root)
+
+    stack = settings.stack
+    measurements = [
+        ("naive", "the blog's pipeline: torchvision DataLoader, nn.Module, host syncs", 1,
+         [job("naive", [0])]),
+        ("harness", "train_stack, one run", 1, [job("harness", [0])]),
+        (f"stack{stack}", f"train_stack, {stack} runs as one stacked model", stack,
+         [job("harness", range(stack))]),
+    ]
+    if settings.two_process:
+        measurements.append(("2 processes", "two processes at once, one harness run each", 1,
+                             [job("harness", [0]), job("harness", [1])]))
+    return measurements
+
+
+def ratios(pipelines: dict[str, Measurement], stack: int) -> dict[str, dict[str, Any]]:
+    """Quotients of measured images/s: {name: {value, numerator, denominator, what}}."""
+    wanted = [
+        ("harness_vs_naive", "harness", "naive", "harness 1 run / naive"),
+        ("stack_vs_single", f"stack{stack}", "harness",
+         f"{stack} stacked runs (aggregate) / 1 run"),
+        ("two_process_vs_one", "2 processes", "harness", "2 processes / 1 process"),
+    ]
+    return {key: {"value": pipelines[num].images_per_s / pipelines[den].images_per_s,
+                  "numerator": num, "denominator": den, "what": what}
+            for key, num, den, what in wanted if num in pipelines and den in pipelines}
+
+
+def _load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def run_bench(settings: BenchSettings, log: Log) -> dict[str, Any]:
+    """Validate, measure every pipeline one after another, return the JSON document."""
+    import torch
+    import torchvision
+
+    validate(settings)
+    started = dt.datetime.now(dt.UTC)
+    load_start = _load_average()
+    pipelines: dict[str, Measurement] = {}
+    steps = plan(settings)
+    for number, (name, what, runs, jobs) in enumerate(steps, 1):
+        log(f"bench [{number}/{len(steps)}] {name}: {what}; {settings.train_size:,} images x "
+            f"{settings.epochs} epochs ...")
+        measured = summarize(name, what, runs, run_processes(jobs))
+        pipelines[name] = measured
+        log(f"bench [{number}/{len(steps)}] {name}: {measured.images_per_s:,.0f} train img/s, "
+            f"{measured.epoch_seconds:.2f} s/epoch, peak {measured.peak_memory_mib:,.0f} MiB "
+            f"per process")
+    first = next(iter(pipelines.values()))
+    return {
+        "schema": "sslbench-bench/1",
+        "created": started.isoformat(timespec="seconds"),
+        "protocol": {
+            "method": METHOD, "train_images": settings.train_size,
+            "test_images": settings.test_size, "epochs": settings.epochs,
+            "stack": settings.stack, "batch_size": bench_config(settings).train.batch_size,
+            "threads_per_process": THREADS_PER_PROCESS if settings.device == "cpu" else None,
+            "images_per_s": "training images per second, median over epochs 2.."
+                            f"{settings.epochs} of each process, summed over processes",
+            "memory": _memory_note(settings.device),
+        },
+        "environment": {
+            "device": first.device, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "load_average_start": load_start,
+            "load_average_end": _load_average(),
+        },
+        "pipelines": {name: asdict(m) for name, m in pipelines.items()},
+        "ratios": ratios(pipelines, settings.stack),
+        "two_process_target": TWO_PROCESS_TARGET if settings.device == "cpu" else None,
+        "skipped": {} if settings.two_process else {"2 processes": _why_skipped(settings)},
+    }
+
+
+def _why_skipped(settings: BenchSettings) -> str:
+    if settings.device != "cpu":
+        return "a CPU check: two one-thread processes against one"
+    if (os.cpu_count() or 1) < 2:
+        return "fewer than 2 CPU cores"
+    return "--no-two-process"
+
+
+def _memory_note(device: str) -> str:
+    if device.startswith("cuda"):
+        return "peak of the CUDA caching allocator, per process"
+    return ("peak resident set (VmHWM) of each measuring process, its own only: Python, "
+            "torch and the data included")
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    protocol, env = doc["protocol"], doc["environment"]
+    lines = [
+        "# sslbench bench: measured throughput", "",
+        f"Temporal ensembling on the first {protocol['train_images']:,} MNIST training images "
+        f"({protocol['test_images']:,} test), {protocol['epochs']} epochs, batch "
+        f"{protocol['batch_size']}. Images/s: {protocol['images_per_s']}.", "",
+        f"Device: {env['device']}; torch {env['torch']}, torchvision {env['torchvision']}, "
+        f"Python {env['python']}; {env['cpu_count']} CPU cores; load average "
+        f"{_load(env['load_average_start'])} at start, {_load(env['load_average_end'])} at end "
+        f"(a busy machine lowers every figure). Measured {doc['created']}.", "",
+        "| pipeline | what | runs x processes | train img/s | s / epoch | peak MiB per process "
+        "| final test acc |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, m in doc["pipelines"].items():
+        accuracy = sum(m["final_test_accuracy"]) / len(m["final_test_accuracy"])
+        lines.append(f"| {name} | {m['what']} | {m['runs']} x {m['processes']} | "
+                     f"{m['images_per_s']:,.0f} | {m['epoch_seconds']:.2f} | "
+                     f"{m['peak_memory_mib']:,.0f} | {accuracy:.1%} |")
+    lines += ["", "| ratio of train img/s | value | note |", "|---|---:|---|"]
+    for key, r in doc["ratios"].items():
+        lines.append(f"| {r['what']} | {r['value']:.2f}x | {_ratio_note(key, r, doc)} |")
+    for name, reason in doc["skipped"].items():
+        lines.append(f"| {name} | skipped | {reason} |")
+    lines += ["", f"Memory: {protocol['memory']}.", ""]
+    return "\n".join(lines)
+
+
+def _ratio_note(key: str, ratio: dict[str, Any], doc: dict[str, Any]) -> str:
+    if key == "stack_vs_single":
+        per_run = ratio["value"] / doc["protocol"]["stack"]
+        return f"{per_run:.2f} of a lone run's speed per stacked run"
+    if key == "two_process_vs_one" and doc["two_process_target"] is not None:
+        met = "met" if ratio["value"] >= doc["two_process_target"] else "NOT met"
+        return f"CPU target >= {doc['two_process_target']}x: {met}"
+    return ""
+
+
+def _load(values: list[float] | None) -> str:
+    return "n/a" if values is None else " / ".join(f"{v:.2f}" for v in values)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: never half a file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def _prepare_out(folder: Path) -> None:
+    """Create the output folder, or raise UserError before anything is measured."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {folder}: {error.strerror}; choose "
+                        f"another --out") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output folder {folder} is not writable; choose another --out")
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add `bench` to the CLI's subparsers; returns the new parser."""
+    from bench.datasets import default_root
+
+    parser = commands.add_parser(
+        "bench", help="measured throughput: the blog's naive pipeline vs the harness",
+        description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
+                        help=f"training images (default {DEFAULT_TRAIN_SIZE:,})")
+    parser.add_argument("--test-size", type=int, default=DEFAULT_TEST_SIZE,
+                        help=f"test images (default {DEFAULT_TEST_SIZE:,})")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                        help=f"epochs per measurement, >= 2 (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--stack", type=int, default=DEFAULT_STACK,
+                        help=f"runs of the stacked measurement (default {DEFAULT_STACK})")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--two-process", action=argparse.BooleanOptionalAction, default=None,
+                        help="measure two one-thread processes at once (default: on CPU only)")
+    parser.add_argument("--root", default=str(default_root()),
+                        help="data folder (default: $SSLBENCH_DATA or ~/.cache/sslbench/data)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"folder for bench.json and bench.md (default {DEFAULT_OUT})")
+    parser.set_defaults(func=command)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    from bench.train import resolve_device
+
+    device = resolve_device(args.device)  # UserError for an unknown or absent device
+    on_cpu = device.type == "cpu"
+    two_process = on_cpu and (os.cpu_count() or 1) >= 2 if args.two_process is None \
+        else bool(args.two_process)
+    return BenchSettings(train_size=args.train_size, test_size=args.test_size,
+                         epochs=args.epochs, stack=args.stack, device=str(device),
+                         data_root=str(Path(args.root).expanduser()), two_process=two_process)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def command(args: argparse.Namespace) -> int:
+    """`sslbench bench`: measure, print the markdown table, write bench.json and bench.md."""
+    settings = settings_from_args(args)
+    validate(settings)  # before the output folder is touched
+    out = Path(args.out).expanduser()
+    _prepare_out(out)
+    doc = run_bench(settings, log=_log)
+    markdown = render_markdown(doc)
+    write_atomic(out / "bench.json", json.dumps(doc, indent=1) + "\n")
+    write_atomic(out / "bench.md", markdown)
+    print(markdown)
+    _log(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0
