@@ -3,6 +3,8 @@
     sslbench data fetch [--dataset mnist|fashion_mnist|all] [--root DIR]  # or $SSLBENCH_DATA
     sslbench run --method NAME --seed N --profile P [--set key=value ...] [--device D] [--out FILE]
     sslbench ablate --grid NAME --profile P --seeds N [--storage URL] [--workers N] | --list
+    sslbench search --space NAME --profile P --trials N [--workers N] [--storage URL]
+    sslbench search --space NAME --profile P --finalize [--final-seeds 5] [--out DIR]
     sslbench report --grid NAME [--profile P] [--storage URL] --out DIR
 """
 
@@ -109,7 +111,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from bench.config import get_profile, parse_set_args
     from bench.datasets import get_dataset, verify
     from bench.runner import plan_cells, run_grid
-    from bench.store import RunStore, default_checkpoint_dir
+    from bench.store import HEARTBEAT_S, RunStore, default_checkpoint_dir
 
     if args.list:
         for name in grid_names():
@@ -129,6 +131,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.heartbeat_grace <= HEARTBEAT_S:
+        raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
+                        f"heartbeats, got {args.heartbeat_grace}")
     # Every cell's config and the data are checked before the store is opened or created.
     cells = plan_cells(get_grid(args.grid), args.profile, list(range(args.seeds)),
                        args.variants, parse_set_args(args.set or []))
@@ -141,11 +146,59 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                        data_root=_data_root(args), retry_failed=args.retry_failed, log=_log,
                        checkpoint_dir=Path(args.checkpoints) if args.checkpoints
                        else default_checkpoint_dir(args.storage),
-                       checkpoint_every=args.checkpoint_every)
+                       checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
     return 1 if outcome.failed else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ablations.spaces import get_space, space_names
+    from bench.config import get_profile, parse_set_args
+    from bench.datasets import get_dataset, verify
+    from bench.search import SearchSettings, check_settings, finalize, run_search, summary_lines
+    from bench.store import HEARTBEAT_S
+
+    if args.list:
+        for name in space_names():
+            print(f"{name}: {get_space(name).description}")
+        return 0
+    if not args.space:
+        raise UserError("search needs --space NAME (or --list to see the spaces)")
+    get_profile(args.profile)
+    workers = args.workers or 1
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if args.heartbeat_grace <= HEARTBEAT_S:
+        raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
+                        f"heartbeats, got {args.heartbeat_grace}")
+    if args.finalize:
+        if args.final_seeds < 2:
+            raise UserError(f"--final-seeds must be >= 2 for a paired comparison, got "
+                            f"{args.final_seeds}")
+        out = Path(args.out or f"report/search-{args.space}-{args.profile}")
+        _check_writable(out)
+        path = finalize(args.storage, args.space, args.profile, seeds=args.final_seeds,
+                        workers=workers, device=args.device, data_root=_data_root(args),
+                        out=out, log=_log)
+        print(f"final comparison written: {path}")
+        return 0
+    settings = SearchSettings(space=args.space, profile=args.profile, trials=args.trials,
+                              seeds_per_trial=args.trial_seeds, val_size=args.val_size,
+                              overrides=parse_set_args(args.set or []),
+                              sampler_seed=args.sampler_seed, prune=not args.no_prune,
+                              grace_s=args.heartbeat_grace)
+    check_settings(settings)
+    # The training files only: a search never reads the test set.
+    verify(_data_root(args), get_dataset(settings.overrides.get("data.dataset", "mnist")),
+           test=False)
+    study = run_search(settings, args.storage, workers=workers, device=args.device,
+                       data_root=_data_root(args), log=_log)
+    print("\n".join(summary_lines(study)))
+    print(f"next: sslbench search --space {args.space} --profile {args.profile} --storage "
+          f"{args.storage} --finalize")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -177,7 +230,7 @@ def _check_writable(folder: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.store import DEFAULT_URL
+    from bench.store import DEFAULT_GRACE_S, DEFAULT_URL
 
     parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -221,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--list", action="store_true", help="list the grids and their variants")
     ablate.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     ablate.add_argument("--variants", nargs="+", help="only these variants")
-    ablate.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
+    ablate.add_argument("--storage", default=DEFAULT_URL,
+                        help=f"store URL: sqlite:///file.db (default {DEFAULT_URL}), "
+                             f"journal:///file.log for several processes on one machine, "
+                             f"postgresql://user@host/db for many machines")
     ablate.add_argument("--workers", type=int, default=None,
                         help="cells run at once, one process each (default: one per CPU core "
                              "on CPU, 1 on a GPU)")
@@ -230,10 +286,50 @@ def build_parser() -> argparse.ArgumentParser:
                              "else ./sslbench-checkpoints)")
     ablate.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                         help="checkpoint each cell every N epochs (default 1)")
+    ablate.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
+                        metavar="SECONDS",
+                        help="a running cell whose owner sent no heartbeat for this long is "
+                             f"taken over by another runner (default {DEFAULT_GRACE_S:.0f})")
     ablate.add_argument("--retry-failed", action="store_true",
                         help="also rerun cells that diverged (crashed cells are always retried)")
     training_flags(ablate)
     ablate.set_defaults(func=cmd_ablate)
+
+    search = commands.add_parser(
+        "search", help="tune a method's hyperparameters on a validation split (Optuna)")
+    search.add_argument("--space", help="search space (see --list)")
+    search.add_argument("--list", action="store_true", help="list the search spaces")
+    search.add_argument("--trials", type=int, default=20,
+                        help="finished trials wanted in the study (default 20); running the "
+                             "command again resumes up to this number")
+    search.add_argument("--trial-seeds", type=int, default=2,
+                        help="seeds per trial, trained as one stack; the score is their mean "
+                             "validation accuracy (default 2)")
+    search.add_argument("--val-size", type=int, default=1000,
+                        help="validation images held out of the training set, their labels "
+                             "used only for scoring (default 1,000)")
+    search.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
+    search.add_argument("--no-prune", action="store_true",
+                        help="do not stop trials that fall behind the median")
+    search.add_argument("--workers", type=int, default=1,
+                        help="search processes (default 1; more need a journal or "
+                             "PostgreSQL store)")
+    search.add_argument("--storage", default=DEFAULT_URL,
+                        help=f"store URL (default {DEFAULT_URL}; journal:///file.log or "
+                             f"postgresql://... for several workers)")
+    search.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
+                        metavar="SECONDS",
+                        help="a trial whose worker sent no heartbeat for this long is run "
+                             f"again (default {DEFAULT_GRACE_S:.0f})")
+    search.add_argument("--finalize", action="store_true",
+                        help="run the best config and the blog's defaults on fresh seeds "
+                             "against the test set and write the comparison report")
+    search.add_argument("--final-seeds", type=int, default=5,
+                        help="fresh seeds 0..N-1 of the final comparison (default 5)")
+    search.add_argument("--out", help="report folder of --finalize (default "
+                                      "report/search-SPACE-PROFILE)")
+    training_flags(search)
+    search.set_defaults(func=cmd_search)
 
     report = commands.add_parser("report", help="statistical report of a grid from the store")
     report.add_argument("--grid", required=True)

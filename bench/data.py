@@ -70,13 +70,14 @@ class PreparedData:
 
     train_images (N, 1, H, W) float; run_labels (R, N) int64, UNLABELED except each run's
     labeled subset; labeled_indices (R, k); test/val images (M, 1, H, W), labels (M,).
+    The test set is None when it was not loaded (a search never reads it).
     """
 
     train_images: torch.Tensor
     run_labels: torch.Tensor
     labeled_indices: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
+    test_images: torch.Tensor | None
+    test_labels: torch.Tensor | None
     val_images: torch.Tensor | None
     val_labels: torch.Tensor | None
     num_classes: int
@@ -87,15 +88,15 @@ class PreparedData:
 
 
 def prepare(config: DataConfig, seeds: Sequence[int], root: Path,
-            device: torch.device) -> PreparedData:
+            device: torch.device, *, with_test: bool = True) -> PreparedData:
     spec = get_dataset(config.dataset)
-    train_x, train_y, test_x, test_y = load_raw(root, spec)
+    train_x, train_y, test_x, test_y = load_raw(root, spec, test=with_test)
     if config.train_size is not None:
         if config.train_size > len(train_x):
             raise ConfigError(f"data.train_size={config.train_size} exceeds the "
                               f"{len(train_x)} training images")
         train_x, train_y = train_x[: config.train_size], train_y[: config.train_size]
-    if config.test_size is not None:
+    if config.test_size is not None and test_x is not None and test_y is not None:
         test_x, test_y = test_x[: config.test_size], test_y[: config.test_size]
 
     val_x = val_y = None
@@ -122,8 +123,8 @@ def prepare(config: DataConfig, seeds: Sequence[int], root: Path,
         train_images=normalize(train_x).to(device),
         run_labels=run_labels.to(device),
         labeled_indices=labeled,
-        test_images=normalize(test_x).to(device),
-        test_labels=test_y.to(device),
+        test_images=None if test_x is None else normalize(test_x).to(device),
+        test_labels=None if test_y is None else test_y.to(device),
         val_images=None if val_x is None else normalize(val_x).to(device),
         val_labels=None if val_y is None else val_y.to(device),
         num_classes=spec.num_classes,

@@ -131,10 +131,13 @@ def file_problem(path: Path, expected: RawFile) -> str | None:
     return None
 
 
-def verify(root: Path, spec: DatasetSpec) -> None:
-    """Raise DataError naming the first bad file and the command that fixes it."""
+def verify(root: Path, spec: DatasetSpec, *, test: bool = True) -> None:
+    """Raise DataError naming the first bad file and the command that fixes it; with
+    test=False the test files are not looked at."""
     folder = raw_dir(root, spec)
     for expected in spec.files:
+        if not test and expected.name.startswith("t10k"):
+            continue
         problem = file_problem(folder / expected.name, expected)
         if problem:
             raise DataError(f"{folder / expected.name} {problem}; run "
@@ -259,12 +262,20 @@ def fetch(root: Path, spec: DatasetSpec, log: Callable[[str], None] = print) -> 
     raise DataError(f"could not fetch {spec.name}: " + "; ".join(errors))
 
 
-def load_raw(root: Path, spec: DatasetSpec) -> tuple[torch.Tensor, ...]:
-    """(train_images uint8 (N, H, W), train_labels int64 (N,), test_images, test_labels)."""
-    import torchvision
+def load_raw(root: Path, spec: DatasetSpec, *, test: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(train_images uint8 (N, H, W), train_labels int64 (N,), test_images, test_labels).
 
-    verify(root, spec)
-    dataset_cls = getattr(torchvision.datasets, spec.folder)
-    train = dataset_cls(str(root), train=True, download=False)
-    test = dataset_cls(str(root), train=False, download=False)
-    return (train.data, train.targets.long(), test.data, test.targets.long())
+    With test=False the test files are neither checked nor opened (test_* are None): a
+    hyperparameter search reads the training files only.
+    """
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    verify(root, spec, test=test)
+    folder = raw_dir(root, spec)
+    train = (read_image_file(str(folder / "train-images-idx3-ubyte")),
+             read_label_file(str(folder / "train-labels-idx1-ubyte")).long())
+    if not test:
+        return (*train, None, None)
+    return (*train, read_image_file(str(folder / "t10k-images-idx3-ubyte")),
+            read_label_file(str(folder / "t10k-labels-idx1-ubyte")).long())

@@ -301,15 +301,19 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
 
     def settle(cell: Cell, trial_id: int, result: dict[str, Any]) -> None:
         heartbeat.remove(trial_id)
-        if result["status"] == "ok":
-            store.finish_cell(trial_id, result["record"])
+        stored = (store.finish_cell(trial_id, result["record"]) if result["status"] == "ok"
+                  else store.fail_cell(trial_id, result["reason"], result["status"]))
+        if not stored:  # this runner was silent too long; another one reran the cell
+            outcome.skipped_running.append(cell.key)
+            progress.cell_done(cell.key, "discarded: another runner took the cell over "
+                                         "(no heartbeat from this one for the grace period)")
+        elif result["status"] == "ok":
             outcome.finished.append(cell.key)
             metrics = result["record"]["metrics"]
             flag = " (collapsed to near chance)" if metrics["collapsed"] else ""
             progress.cell_done(cell.key, f"test acc {metrics['final_test_accuracy']:.2%}{flag}")
         else:
             kind = result["status"]
-            store.fail_cell(trial_id, result["reason"], kind)
             outcome.failed.append(cell.key)
             progress.cell_done(cell.key, f"FAILED ({kind}): {result['reason'].splitlines()[0]}")
 
@@ -337,13 +341,15 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
         while True:
             for reaped in store.reap_interrupted(study_id, grace_s):
                 log(f"{reaped}: its owner is gone; taking it over")
+                attempted.discard(reaped)  # tried while its owner held it: claim it now
             claimable, running, _ = _scan(cells, store, study_id, retry_failed, attempted)
             if claimable or not running or not wait_for_others:
                 progress.pending += len(claimable)
                 return claimable
             time.sleep(min(HEARTBEAT_S, grace_s / 4))
 
-    with Heartbeat(store.url) as heartbeat:
+    # Beat at least three times per grace period, so a live owner is never taken for dead.
+    with Heartbeat(store.url, interval_s=min(HEARTBEAT_S, grace_s / 3)) as heartbeat:
         if not pending:  # only cells running elsewhere: wait for them, take over the dead
             pending = more_work()
         if workers <= 1:

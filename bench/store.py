@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.study import StudyDirection
@@ -51,6 +53,11 @@ HEARTBEAT_S = 10.0
 DEFAULT_GRACE_S = 120.0
 # Names the worker in the store; set it where several machines share a host name.
 ENV_WORKER_HOST = "SSLBENCH_WORKER_HOST"
+# A database server that accepts the TCP connection but never answers (a stuck proxy, a
+# wrong port) would otherwise hang the opening forever; libpq's own default is no limit.
+CONNECT_TIMEOUT_S = 10
+# PostgreSQL advisory lock (any 64-bit key, fixed) held while Optuna creates its tables.
+SCHEMA_LOCK_KEY = 0x55_1BE4C4
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -139,7 +146,7 @@ def open_storage(url: str, create: bool = True) -> BaseStorage:
             path = _check_journal_file(url, create)
             return JournalStorage(JournalFileBackend(str(path)))
         _check_sqlite_file(url, create)
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return _rdb_storage(url)
     except StoreError:
         raise
     except Exception as error:  # SQLAlchemy, driver and journal errors vary by backend
@@ -194,26 +201,41 @@ class RunStore:
                                           f"claim:{study_name}:{cell}:{len(attempts)}")
         except optuna.exceptions.DuplicatedStudyError:
             return None
-        trial_id = self.storage.create_new_trial(study_id)
-        for key, value in (("cell", cell), ("variant", variant), ("seed", seed),
-                           ("config", config), ("owner", self.owner),
-                           ("started_at", _now()), ("heartbeat", time.time())):
-            self.storage.set_trial_user_attr(trial_id, key, value)
-        return trial_id
+        # Created with its attributes in one write: a runner scanning the store never
+        # meets a half-written attempt (a cell without its seed or owner).
+        attrs = {"cell": cell, "variant": variant, "seed": seed, "config": config,
+                 "owner": self.owner, "started_at": _now(), "heartbeat": time.time()}
+        template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None,
+                               datetime_start=dt.datetime.now(), datetime_complete=None,
+                               params={}, distributions={}, user_attrs=attrs, system_attrs={},
+                               intermediate_values={}, trial_id=0)
+        return self.storage.create_new_trial(study_id, template_trial=template)
 
     def beat(self, trial_id: int) -> None:
         """A sign of life for a running cell or trial."""
         self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
 
-    def finish_cell(self, trial_id: int, record: dict[str, Any]) -> None:
-        self.storage.set_trial_user_attr(trial_id, "record", record)
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE,
-                                            [record["metrics"]["final_test_accuracy"]])
+    def finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
+        """Store the record; False if the attempt had already ended: another runner
+        took the cell over (this one sent no heartbeat for the grace period)."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, "record", record)
+            self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE,
+                                                [record["metrics"]["final_test_accuracy"]])
+        except UpdateFinishedTrialError:
+            return False
+        return True
 
-    def fail_cell(self, trial_id: int, reason: str, kind: str) -> None:
-        self.storage.set_trial_user_attr(trial_id, "failure", reason[-4000:])
-        self.storage.set_trial_user_attr(trial_id, "failure_kind", kind)
-        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    def fail_cell(self, trial_id: int, reason: str, kind: str) -> bool:
+        """Mark the attempt failed; False if it had already ended (finished by its owner,
+        or reaped by another runner first)."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, "failure", reason[-4000:])
+            self.storage.set_trial_user_attr(trial_id, "failure_kind", kind)
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return False
+        return True
 
     def cell_runs(self, study_id: int) -> list[CellRun]:
         return [_cell_run(t) for t in self.storage.get_all_trials(study_id, deepcopy=False)
@@ -227,9 +249,10 @@ class RunStore:
             if run.state != "RUNNING":
                 continue
             why = owner_gone(run.owner, run.heartbeat, grace_s)
-            if why:
-                self.fail_cell(run.trial_id, f"interrupted: {why} before the cell finished",
-                               "interrupted")
+            # Several runners may notice the same dead owner: the first one reaps it.
+            if why and self.fail_cell(run.trial_id,
+                                      f"interrupted: {why} before the cell finished",
+                                      "interrupted"):
                 reaped.append(run.cell)
         return reaped
 
@@ -249,7 +272,34 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Wait for a lock instead of failing at once when a reader holds the file.
         return {"connect_args": {"timeout": 60}}
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
+
+
+def _rdb_storage(url: str) -> RDBStorage:
+    """Optuna's RDB storage; on PostgreSQL under a lock while it creates its tables.
+
+    Optuna creates its tables on first use (CREATE TABLE after a check, not atomic):
+    several runners opening a fresh PostgreSQL database at once fail with a duplicate key
+    in pg_type. An advisory lock (released when its connection closes) lets one create
+    them while the others wait, then find them.
+    """
+    kwargs = _engine_kwargs(url)
+    if not url.startswith("postgresql"):
+        return RDBStorage(url, engine_kwargs=kwargs)
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"),
+                               {"key": SCHEMA_LOCK_KEY})
+            try:
+                return RDBStorage(url, engine_kwargs=kwargs)
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"),
+                                   {"key": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def _cell_run(trial: FrozenTrial) -> CellRun:

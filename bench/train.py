@@ -82,15 +82,19 @@ CURVE_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accura
 def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device,
                 data_root: Path, data: PreparedData | None = None,
                 progress: ProgressFn | None = None,
-                checkpoint: CheckpointPolicy | None = None) -> list[RunResult]:
+                checkpoint: CheckpointPolicy | None = None,
+                with_test: bool = True) -> list[RunResult]:
     """Train one run per seed, all sharing `config` apart from the seed.
+
+    With with_test=False the test set is never loaded nor evaluated (searches score on the
+    validation split, data.val_size); test accuracies are then empty and NaN.
 
     With a checkpoint policy, the stack resumes from `checkpoint.path` when it exists,
     saves there every `checkpoint.every_epochs` epochs, and when `checkpoint.stop` is set
     saves at the next step boundary and raises Interrupted.
     """
     if data is None:
-        data = prepare(config.data, seeds, data_root, device)
+        data = prepare(config.data, seeds, data_root, device, with_test=with_test)
     runs = len(seeds)
     cfg_model, cfg_train = config.model, config.train
     num_train = data.num_train
@@ -201,14 +205,18 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
         eval_start = time.perf_counter()
         evaluated = method.evaluation_params()  # the first model gives the headline
         headline = next(iter(evaluated.values()))
-        test_acc = _accuracy(headline, cfg_model, data.test_images, data.test_labels)
+        has_test = data.test_images is not None and data.test_labels is not None
+        test_acc = (_accuracy(headline, cfg_model, data.test_images, data.test_labels)
+                    if has_test else [math.nan] * runs)
         val_acc = (_accuracy(headline, cfg_model, data.val_images, data.val_labels)
                    if data.val_images is not None and data.val_labels is not None else None)
-        for name, other in list(evaluated.items())[1:]:  # e.g. the mean teacher's student
+        for name, other in list(evaluated.items())[1:] if has_test else []:
+            # e.g. the mean teacher's student beside its teacher
             curves.setdefault(f"{name}_test_accuracy", []).append(
                 _accuracy(other, cfg_model, data.test_images, data.test_labels))
         eval_seconds = time.perf_counter() - eval_start
-        curves["test_accuracy"].append(test_acc)
+        if has_test:
+            curves["test_accuracy"].append(test_acc)
         if val_acc is not None:
             curves["val_accuracy"].append(val_acc)
         images_per_s = runs * num_train / epoch_seconds
@@ -237,13 +245,14 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                          for key, values in curves.items() if values}
         result.curves.update({k: list(v) for k, v in shared.items()})
         result.curves["peak_memory_mib"] = [peak_mib]
-        result.final_test_accuracy = result.curves["test_accuracy"][-1]
+        result.final_test_accuracy = result.curves.get("test_accuracy", [math.nan])[-1]
     return results
 
 
-def _accuracy(params: dict[str, torch.Tensor], cfg_model: Any, images: torch.Tensor,
-              labels: torch.Tensor) -> list[float]:
+def _accuracy(params: dict[str, torch.Tensor], cfg_model: Any, images: torch.Tensor | None,
+              labels: torch.Tensor | None) -> list[float]:
     """Per-run accuracy in [0, 1] of the evaluation-mode model."""
+    assert images is not None and labels is not None
     predictions = predict(params, cfg_model, images)
     return (predictions == labels).float().mean(dim=1).cpu().tolist()
 

@@ -11,7 +11,8 @@ from typing import Any
 import pandas as pd
 
 from ablations import get_grid
-from bench.errors import UserError
+from ablations.grid import Grid, Variant
+from bench.errors import ConfigError, UserError
 from bench.store import CellRun, RunStore, grid_study_name, latest_by_cell
 from reports import figures, tables
 
@@ -102,10 +103,26 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
     ]
 
 
+def _grid(store: RunStore, name: str, profile: str) -> Grid:
+    """A registered grid, or one a command defined and stored (a search's final runs)."""
+    try:
+        return get_grid(name)
+    except ConfigError:
+        study_id = store.find_study(grid_study_name(name, profile))
+        stored = (store.storage.get_study_user_attrs(study_id).get("variants")
+                  if study_id is not None else None)
+        if not stored:
+            raise
+        return Grid(name=name, description=f"grid {name} as stored",
+                    variants=tuple(Variant(**v) for v in stored), control=stored[0]["name"])
+
+
 def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path) -> Path:
     """Write report.md, CSV tables and PNG figures into `out`; return report.md's path."""
-    grid = get_grid(grid_name)
+    if not any(n.startswith(f"grid:{grid_name}:") for n in store.study_names()):
+        get_grid(grid_name)  # an unknown grid is named as such before anything else
     profile = resolve_profile(store, grid_name, profile)
+    grid = _grid(store, grid_name, profile)
     runs = load_runs(store, grid_name, profile)
     frame = tables.runs_frame(runs)
     if frame.empty:

@@ -48,6 +48,7 @@ def test_run_writes_a_complete_record(tmp_path, data_root):
 
 SMOKE_RUN = ["run", "--method", "supervised", "--profile", "smoke"]
 SMOKE_GRID = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1"]
+SMOKE_SEARCH = ["search", "--profile", "smoke", "--trials", "1"]
 
 # Every command, misused. {store} is a store holding one finished cell, {tmp} a scratch
 # folder, {file} a plain file there. Each must give one line, exit 2, and change nothing.
@@ -87,6 +88,29 @@ BAD_INPUTS = [
     (["report", "--grid", "mnist100", "--storage", "{store}", "--out", "{file}/report"],
      "plain.txt is a file, not a folder"),
     (["data", "fetch", "--dataset", "cifar10"], "unknown dataset 'cifar10'"),
+    ([*SMOKE_GRID, "--storage", "journal:///{tmp}/missing/dir/runs.log"],
+     "cannot create journal store"),
+    ([*SMOKE_GRID, "--storage", "journal:///{tmp}"], "is a directory"),
+    ([*SMOKE_GRID, "--storage", "{store}", "--heartbeat-grace", "5"],
+     "--heartbeat-grace must exceed"),
+    ([*SMOKE_GRID, "--storage", "{store}", "--set", "data.translate_px=20"],
+     "data.translate_px must be in 0..8"),
+    ([*SMOKE_GRID, "--storage", "{store}", "--set", "model.activation=gelu"],
+     "model.activation must be one of relu, leaky_relu"),
+    ([*SMOKE_SEARCH, "--space", "nope"], "unknown search space 'nope'"),
+    (["search", "--profile", "smoke"], "search needs --space NAME"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--trials", "0"], "--trials must be >= 1"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--val-size", "0"], "--val-size must be >= 1"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--set", "data.val_size=10"],
+     "set the validation split with --val-size"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--val-size", "5000"],
+     "exceeds the 2000 training images"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--storage",
+      "postgresql://nobody@127.0.0.1:1/none"], "cannot open run store"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--finalize", "--storage", "{store}"],
+     "has no search 'search:supervised:smoke'"),
+    ([*SMOKE_SEARCH, "--space", "supervised", "--finalize", "--final-seeds", "1"],
+     "--final-seeds must be >= 2"),
 ]
 
 
@@ -114,7 +138,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(tmp_path, data_root,
     plain = tmp_path / "plain.txt"
     plain.write_text("not a folder, not a database")
     filled = [a.format(store=finished_store, tmp=tmp_path, file=plain) for a in args]
-    if "--root" not in filled and filled[0] in ("run", "ablate"):
+    if "--root" not in filled and filled[0] in ("run", "ablate", "search"):
         filled += ["--root", str(data_root)]
     before = _store_state(finished_store)
     result = sslbench(*filled, cwd=tmp_path)
