@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, ablations, report.
+"""nox sessions: tests, lint, ablations, report, search, bench.
 
 All sessions share one virtual environment, `.venv`, created and filled on first use:
 torch alone is several GB, so one install serves every session. It is refreshed when
@@ -7,6 +7,8 @@ pyproject.toml changes.
     nox -s ablations                      # mnist100, quick profile, 3 seeds, then the report
     nox -s ablations -- --profile smoke --seeds 2
     nox -s report -- --grid mnist100 --profile quick
+    nox -s search -- --space supervised --trials 30   # search, then best vs defaults
+    nox -s bench                          # micro-benchmarks, then naive vs harness
     nox -s tests
     nox -s lint
 """
@@ -89,6 +91,29 @@ def ablations(session: nox.Session) -> None:
     # Exit status 1: some cells failed; they are recorded and the report lists them.
     _run(session, "sslbench", "ablate", *args, success_codes=[0, 1])
     _run(session, "sslbench", "report", *_report_args(args))
+
+
+@nox.session
+def search(session: nox.Session) -> None:
+    """An Optuna search (default: temporal ensembling, quick profile, 20 trials), then the
+    best config against the blog's defaults on fresh seeds; posargs go to `sslbench search`."""
+    _venv(session)
+    _run(session, "sslbench", "data", "fetch")
+    args = list(session.posargs)
+    defaults = {"--space": "temporal_ensembling", "--profile": "quick", "--trials": "20"}
+    for flag, value in defaults.items():
+        if flag not in args:
+            args += [flag, value]
+    _run(session, "sslbench", "search", *args)
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--space", "--profile", "--storage", "--root", "--device", "--workers"):
+        parser.add_argument(flag)
+    known, _ = parser.parse_known_args(args)
+    final = [f"{flag}={value}" for flag, value in
+             (("--space", known.space), ("--profile", known.profile), ("--storage", known.storage),
+              ("--root", known.root), ("--device", known.device), ("--workers", known.workers))
+             if value is not None]
+    _run(session, "sslbench", "search", *final, "--finalize")
 
 
 @nox.session
