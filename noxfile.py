@@ -66,6 +66,15 @@ def lint(session: nox.Session) -> None:
     _run(session, "mypy")
 
 
+def _with_defaults(posargs: list[str], defaults: dict[str, str]) -> list[str]:
+    """The session's arguments, plus each default flag the user did not give."""
+    args = list(posargs)
+    for flag, value in defaults.items():
+        if flag not in args and not any(a.startswith(flag + "=") for a in args):
+            args += [flag, value]
+    return args
+
+
 def _report_args(posargs: list[str]) -> list[str]:
     """The grid, profile and storage of an ablate command line, for the report after it."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -83,11 +92,8 @@ def ablations(session: nox.Session) -> None:
     """Run a grid (default: mnist100, quick profile, 3 seeds) and write its report."""
     _venv(session)
     _run(session, "sslbench", "data", "fetch")
-    args = list(session.posargs)
-    defaults = {"--grid": "mnist100", "--profile": "quick", "--seeds": "3"}
-    for flag, value in defaults.items():
-        if flag not in args:
-            args += [flag, value]
+    args = _with_defaults(session.posargs,
+                          {"--grid": "mnist100", "--profile": "quick", "--seeds": "3"})
     # Exit status 1: some cells failed; they are recorded and the report lists them.
     _run(session, "sslbench", "ablate", *args, success_codes=[0, 1])
     _run(session, "sslbench", "report", *_report_args(args))
@@ -99,11 +105,8 @@ def search(session: nox.Session) -> None:
     best config against the blog's defaults on fresh seeds; posargs go to `sslbench search`."""
     _venv(session)
     _run(session, "sslbench", "data", "fetch")
-    args = list(session.posargs)
-    defaults = {"--space": "temporal_ensembling", "--profile": "quick", "--trials": "20"}
-    for flag, value in defaults.items():
-        if flag not in args:
-            args += [flag, value]
+    args = _with_defaults(session.posargs, {"--space": "temporal_ensembling",
+                                            "--profile": "quick", "--trials": "20"})
     _run(session, "sslbench", "search", *args)
     parser = argparse.ArgumentParser(add_help=False)
     for flag in ("--space", "--profile", "--storage", "--root", "--device", "--workers"):

@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bench.checkpoint import Interrupted
 from bench.errors import UserError
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file beside `path`, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
-        json.dump(data, tmp, indent=1)
-    os.replace(tmp.name, path)
+from bench.files import check_writable, write_json_atomic
 
 
 def _log(message: str) -> None:
@@ -73,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads or default_threads(1))
     out = Path(args.out) if args.out else Path("runs") / (
         f"{args.method}-seed{args.seed}-{args.profile}-{config.config_hash()}.json")
-    _check_writable(out.parent)
+    check_writable(out.parent)
 
     def progress(s: EpochSummary) -> None:
         left = s.elapsed_seconds / (s.epoch + 1) * (s.epochs - s.epoch - 1)
@@ -95,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = single_run(config, device=device, data_root=_data_root(args), progress=progress,
                             checkpoint=policy)
     record = build_record(config, result, device, started)
-    _write_json_atomic(out, record)
+    write_json_atomic(out, record)
     policy.path.unlink(missing_ok=True)  # the record is written: the checkpoint is spent
     metrics = record["metrics"]
     print(f"{args.method} seed {args.seed}: test accuracy {metrics['final_test_accuracy']:.2%} "
@@ -178,7 +168,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise UserError(f"--final-seeds must be >= 2 for a paired comparison, got "
                             f"{args.final_seeds}")
         out = Path(args.out or f"report/search-{args.space}-{args.profile}")
-        _check_writable(out)
+        check_writable(out)
         path = finalize(args.storage, args.space, args.profile, seeds=args.final_seeds,
                         workers=workers, device=args.device, data_root=_data_root(args),
                         out=out, log=_log)
@@ -206,24 +196,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from reports.build import write_report
 
     out = Path(args.out)
-    _check_writable(out)
+    check_writable(out)
     path = write_report(RunStore(args.storage, create=False), args.grid, args.profile, out)
     print(f"report written: {path}")
     return 0
-
-
-def _check_writable(folder: Path) -> None:
-    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise UserError(f"cannot create output folder {folder}: {blocking} is a file, not a "
-                        f"folder; choose another --out")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create output folder {folder}: {error.strerror}; "
-                        f"choose another --out") from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder {folder} is not writable; choose another --out")
 
 
 # -- parser --------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import os
 import platform
 import queue as queue_module
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
+from bench.files import check_writable, write_text_atomic
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -385,24 +385,6 @@ def _load(values: list[float] | None) -> str:
     return "n/a" if values is None else " / ".join(f"{v:.2f}" for v in values)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: never half a file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
-def _prepare_out(folder: Path) -> None:
-    """Create the output folder, or raise UserError before anything is measured."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create output folder {folder}: {error.strerror}; choose "
-                        f"another --out") from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder {folder} is not writable; choose another --out")
-
-
 # -- command line -----------------------------------------------------------------------------
 
 
@@ -453,11 +435,11 @@ def command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     validate(settings)  # before the output folder is touched
     out = Path(args.out).expanduser()
-    _prepare_out(out)
+    check_writable(out)
     doc = run_bench(settings, log=_log)
     markdown = render_markdown(doc)
-    write_atomic(out / "bench.json", json.dumps(doc, indent=1) + "\n")
-    write_atomic(out / "bench.md", markdown)
+    write_text_atomic(out / "bench.json", json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(out / "bench.md", markdown)
     print(markdown)
     _log(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

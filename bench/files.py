@@ -1,0 +1,38 @@
+"""Output files: folders checked before any work, files written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` or raise a one-line UserError saying why not and what to do."""
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"cannot create output folder {folder}: {blocking} is a file, not a "
+                        f"folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {folder}: {error.strerror}; "
+                        f"choose another --out") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output folder {folder} is not writable; choose another --out")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1))
