@@ -217,7 +217,7 @@ def search_worker(settings: SearchSettings, url: str, device_name: str, data_roo
     store = RunStore(url)
     study = open_study(store, settings, worker)
     ran = failures = 0
-    with Heartbeat(url) as heartbeat:
+    with Heartbeat(url, interval_s=min(HEARTBEAT_S, settings.grace_s / 3)) as heartbeat:
         while True:
             _reap_dead_trials(study, store, settings.grace_s, log)
             done, running = _finished(study)
