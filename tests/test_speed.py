@@ -22,7 +22,6 @@ from bench import speed
 from bench.errors import DataError, UserError
 
 # Two trainings at once load both cores; opt in where two cores are free.
-TWO_PROCESS_ENV = "SSLBENCH_TEST_TWO_PROCESS"
 
 
 def bench_args(*argv: str) -> argparse.Namespace:
@@ -92,9 +91,6 @@ def test_bench_writes_consistent_figures(data_root, tmp_path, capsys):
     assert env["device"] in markdown and "cpu" in env["device"]
 
 
-@pytest.mark.skipif(os.environ.get(TWO_PROCESS_ENV) != "1",
-                    reason=f"trains in two processes at once; set {TWO_PROCESS_ENV}=1 where two "
-                           f"cores are free")
 def test_bench_two_processes(data_root, tmp_path):
     out = tmp_path / "out"
     assert speed.command(tiny(data_root, out, "--two-process")) == 0
