@@ -171,7 +171,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_writable(out)
         path = finalize(args.storage, args.space, args.profile, seeds=args.final_seeds,
                         workers=workers, device=args.device, data_root=_data_root(args),
-                        out=out, log=_log)
+                        out=out, threads=args.threads, log=_log)
         print(f"final comparison written: {path}")
         return 0
     settings = SearchSettings(space=args.space, profile=args.profile, trials=args.trials,
@@ -184,7 +184,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     verify(_data_root(args), get_dataset(settings.overrides.get("data.dataset", "mnist")),
            test=False)
     study = run_search(settings, args.storage, workers=workers, device=args.device,
-                       data_root=_data_root(args), log=_log)
+                       data_root=_data_root(args), threads=args.threads, log=_log)
     print("\n".join(summary_lines(study)))
     print(f"next: sslbench search --space {args.space} --profile {args.profile} --storage "
           f"{args.storage} --finalize")

@@ -263,7 +263,8 @@ def _params(params: dict[str, Any]) -> str:
 
 
 def run_search(settings: SearchSettings, url: str, *, workers: int, device: str,
-               data_root: Path, log: Log = _stderr) -> optuna.Study:
+               data_root: Path, threads: int | None = None,
+               log: Log = _stderr) -> optuna.Study:
     check_settings(settings)
     _probe_config(settings)
     store = RunStore(url)
@@ -273,10 +274,11 @@ def run_search(settings: SearchSettings, url: str, *, workers: int, device: str,
     log(f"search {study.study_name}: {done} of {settings.trials} trials finished, "
         f"{settings.seeds_per_trial} seeds per trial, validation split {settings.val_size} "
         f"images, {workers} worker(s), store {url}")
+    # On CPU the cores are shared out, one process per core at most (never oversubscribed).
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if workers <= 1:
-        search_worker(settings, url, device, str(data_root), log=log)
+        search_worker(settings, url, device, str(data_root), threads=threads, log=log)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
         context = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(search_worker, settings, url, device, str(data_root), w,
@@ -365,7 +367,8 @@ def final_grid(study: optuna.Study) -> Grid:
 
 
 def finalize(url: str, space: str, profile: str, *, seeds: int, workers: int, device: str,
-             data_root: Path, out: Path, log: Log = _stderr) -> Path:
+             data_root: Path, out: Path, threads: int | None = None,
+             log: Log = _stderr) -> Path:
     """Run the final comparison (resumable, stored like a grid) and write its report with
     the search's summary and Optuna's figures; returns report.md's path."""
     from bench.runner import run_grid
@@ -384,7 +387,7 @@ def finalize(url: str, space: str, profile: str, *, seeds: int, workers: int, de
                                                     "kind": "final", "search": name,
                                                     "variants": _variants_attr(grid)})
     outcome = run_grid(grid.name, profile, list(range(seeds)), store=store,
-                       overrides=overrides, workers=workers, device=device,
+                       overrides=overrides, workers=workers, device=device, threads=threads,
                        data_root=data_root, checkpoint_dir=default_checkpoint_dir(url), log=log)
     if outcome.failed:
         log(f"{len(outcome.failed)} final runs failed: {', '.join(outcome.failed)}")
