@@ -31,6 +31,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
         tmp.write(text)
+    # A temporary file is private (0600); the result gets the usual mode under the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)
     os.replace(tmp.name, path)
 
 
