@@ -212,8 +212,14 @@ def _fetch_debian(root: Path, spec: DatasetSpec, log: Callable[[str], None]) -> 
                             f"{spec.debian_package})")
     log(f"{spec.name}: downloading Debian package {spec.debian_package}")
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(["apt-get", "download", spec.debian_package], cwd=tmp,
-                                capture_output=True, text=True, timeout=600)
+        download = ["apt-get", "download", spec.debian_package]
+        result = subprocess.run(download, cwd=tmp, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0 and os.geteuid() == 0:
+            # A fresh machine may have no package lists yet; root can fetch them once.
+            log("apt-get download failed; refreshing the package lists (apt-get update)")
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+            result = subprocess.run(download, cwd=tmp, capture_output=True, text=True,
+                                    timeout=600)
         debs = list(Path(tmp).glob("*.deb"))
         if result.returncode != 0 or not debs:
             reason = (result.stderr.strip().splitlines() or [str(result.returncode)])[-1]
