@@ -129,20 +129,18 @@ def _probe_config(settings: SearchSettings) -> Any:
 # -- one trial -------------------------------------------------------------------------------
 
 
-def objective(trial: optuna.Trial, settings: SearchSettings, store: RunStore,
-              device: torch.device, data_root: Path, log: Log) -> float:
+def objective(trial: optuna.Trial, settings: SearchSettings, device: torch.device,
+              data_root: Path, log: Log) -> float:
     space = get_space(settings.space)
     seeds = settings.search_seeds
     config = space.config(trial, seeds[0], settings.profile, settings.run_overrides)
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("seeds", seeds)
-    trial_id = trial._trial_id
 
     def report(summary: EpochSummary) -> None:
         assert summary.val_accuracy is not None  # data.val_size > 0
         value = statistics.fmean(summary.val_accuracy)
-        trial.report(value, summary.epoch)
-        store.beat(trial_id)
+        trial.report(value, summary.epoch)  # the worker's Heartbeat thread beats for it
         log(f"  trial {trial.number} epoch {summary.epoch + 1}/{summary.epochs} "
             f"val acc {value:.2%}")
         if trial.should_prune():
@@ -235,7 +233,7 @@ def search_worker(settings: SearchSettings, url: str, device_name: str, data_roo
             heartbeat.add(trial._trial_id)
             log(f"trial {trial.number} ({done} of {settings.trials} finished) starts")
             try:
-                value = objective(trial, settings, store, device, Path(data_root), log)
+                value = objective(trial, settings, device, Path(data_root), log)
             except optuna.TrialPruned as pruned:
                 study.tell(trial, state=TrialState.PRUNED)
                 log(f"trial {trial.number} pruned: {pruned}")
