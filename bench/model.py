@@ -73,6 +73,13 @@ def _per_run_random(shape: tuple[int, ...], gens: Sequence[torch.Generator], dev
     return torch.stack([torch.rand(shape, generator=g, device=device) for g in gens])
 
 
+def _max_pool(x: torch.Tensor) -> torch.Tensor:
+    """Max pool 3x3, stride 2, pad 1, on channels-last memory: on the CPU its kernel
+    vectorizes over channels and runs about 7x faster (forward + backward) than on NCHW,
+    where it took half of a training step. Values and gradients are the same."""
+    return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, stride=2, padding=1)
+
+
 def _activation(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     if config.activation == "leaky_relu":
         return F.leaky_relu(x, config.leaky_slope)
@@ -119,14 +126,15 @@ def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, traini
         noise = _per_run_random(tuple(images.shape[1:]), noise_gens, device, "normal")
         images = images + config.input_noise_std * noise
     # Runs become channel groups: (R, B, 1, H, W) -> (B, R*1, H, W).
-    x = images.transpose(0, 1).flatten(1, 2)
+    # Channels-last throughout: oneDNN's NHWC convolutions and the pools run faster on it.
+    x = images.transpose(0, 1).flatten(1, 2).contiguous(memory_format=torch.channels_last)
     x = F.conv2d(x, _conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1,
                  groups=runs)
-    x = _activation(config, F.max_pool2d(x, 3, stride=2, padding=1))
+    x = _activation(config, _max_pool(x))
     x = F.conv2d(x, _conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1,
                  groups=runs)
-    x = _activation(config, F.max_pool2d(x, 3, stride=2, padding=1))  # (B, R*C2, 7, 7)
-    x = x.view(batch, runs, -1).transpose(0, 1)  # (R, B, C2*7*7)
+    x = _activation(config, _max_pool(x))  # (B, R*C2, 7, 7)
+    x = x.reshape(batch, runs, -1).transpose(0, 1)  # (R, B, C2*7*7)
     if training and config.dropout > 0:
         keep = 1.0 - config.dropout
         mask = _per_run_random(tuple(x.shape[1:]), dropout_gens, device, "uniform") < keep
