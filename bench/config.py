@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 from bench.errors import ConfigError
 
+# train.precision: see bench.precision.
+PRECISIONS = ("fp32", "bf16", "auto")
+
 # The blog's protocol length; epoch-based lengths in grids are written in these units.
 PAPER_EPOCHS = 300
 
@@ -144,13 +147,23 @@ class TrainConfig:
     lr: float = 0.002
     beta1: float = 0.9
     beta2: float = 0.99
+    # Arithmetic of the training passes: fp32, bf16 (autocast) or auto (bf16 where the
+    # device computes it natively). See bench.precision.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS,
+               f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
                "train.beta1 and train.beta2 must be in [0, 1)")
+
+
+# Fields added after the first stores were written, with the value that computes what the
+# code did before they existed: left out of the run id at that value (see config_hash).
+LATER_FIELDS: dict[tuple[str, str], object] = {("train", "precision"): "fp32"}
 
 
 @dataclass(frozen=True)
@@ -165,8 +178,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Stable id of the run: the same config and seed always hash the same."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable id of the run: the same config and seed always hash the same.
+
+        Fields added after stores were written (LATER_FIELDS) are left out while they hold
+        the value that reproduces the older code, so existing stores keep their run ids.
+        """
+        values = self.to_dict()
+        for (section, name), old_behaviour in LATER_FIELDS.items():
+            if values[section][name] == old_behaviour:
+                del values[section][name]
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -101,6 +101,7 @@ def build_record(config: RunConfig, result: RunResult, device: torch.device,
             "eval_seconds_median": steady_median(curves["eval_seconds"]),
             "peak_memory_mib": curves["peak_memory_mib"][0],
             "stack_size": result.stack_size,
+            "precision": result.precision,  # train.precision as resolved on this device
             "total_seconds": sum(curves["epoch_seconds"]) + sum(curves["eval_seconds"]),
         },
         "curves": {k: v for k, v in curves.items() if k != "peak_memory_mib"},

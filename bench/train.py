@@ -23,6 +23,7 @@ from bench.config import RunConfig
 from bench.data import PreparedData, prepare
 from bench.errors import DivergedError
 from bench.model import augment, forward, init_params, predict
+from bench.precision import pass_context, resolve
 from bench.seeds import generator
 from bench.throughput import peak_memory_mib, reset_peak_memory
 from methods import Batch, MethodContext, get_method
@@ -74,6 +75,7 @@ class RunResult:
     curves: dict[str, list[float]] = field(default_factory=dict)
     final_test_accuracy: float = math.nan
     stack_size: int = 1
+    precision: str = "fp32"  # the training passes' arithmetic, `train.precision` resolved
 
 
 CURVE_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy")
@@ -114,9 +116,10 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
     augment_gens = [generator(s, "augment", device) for s in seeds]
     cfg_data = config.data
     augmented = cfg_data.translate_px > 0 or cfg_data.hflip
+    precision = resolve(cfg_train.precision, device)
 
-    results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs)
-               for i, s in enumerate(seeds)]
+    results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs,
+                         precision=precision) for i, s in enumerate(seeds)]
     curves: dict[str, list[list[float]]] = {k: [] for k in (*CURVE_KEYS, "val_accuracy")}
     shared: dict[str, list[float]] = {"weight": [], "epoch_seconds": [], "eval_seconds": [],
                                       "train_images_per_s": []}
@@ -173,8 +176,9 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                 if augmented:  # each pass its own translation, as noise and dropout
                     images = augment(images, cfg_data.translate_px, cfg_data.hflip,
                                      augment_gens)
-                return forward(pass_params, cfg_model, images, training=True,
-                               noise_gens=noise_gens, dropout_gens=dropout_gens)
+                with pass_context(precision, device):  # losses, state and optimizer stay fp32
+                    return forward(pass_params, cfg_model, images, training=True,
+                                   noise_gens=noise_gens, dropout_gens=dropout_gens).float()
 
             batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
                           forward=another_pass)
