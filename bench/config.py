@@ -150,6 +150,10 @@ class TrainConfig:
     # Arithmetic of the training passes: fp32, bf16 (autocast) or auto (bf16 where the
     # device computes it natively). See bench.precision.
     precision: str = "fp32"
+    # Execution switches that leave the math alone (see bench.compiled): torch.compile of the
+    # network, and CUDA graphs of it (CUDA only; implies compile).
+    compile: bool = False
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         _check(self.precision in PRECISIONS,
@@ -163,7 +167,8 @@ class TrainConfig:
 
 # Fields added after the first stores were written, with the value that computes what the
 # code did before they existed: left out of the run id at that value (see config_hash).
-LATER_FIELDS: dict[tuple[str, str], object] = {("train", "precision"): "fp32"}
+LATER_FIELDS: dict[tuple[str, str], object] = {
+    ("train", "precision"): "fp32", ("train", "compile"): False, ("train", "cuda_graphs"): False}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Training-time augmentation (random translation, flip) is `augment`, applied per 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,7 @@ def init_params(config: ModelConfig, num_classes: int, image_size: int,
     initial function equals the plain layer's (as torch.nn.utils.weight_norm does).
     """
     c1, c2 = config.conv1_channels, config.conv2_channels
-    pooled = math.ceil(math.ceil(image_size / 2) / 2)  # two maxpools 3/2/1: 28 -> 14 -> 7
-    features = c2 * pooled * pooled
+    features = feature_count(config, image_size)
     per_run: list[Params] = []
     for gen in init_gens:
         p: Params = {}
@@ -113,17 +112,44 @@ def augment(images: torch.Tensor, translate_px: int, hflip: bool,
     return flat.reshape(images.shape)
 
 
-def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, training: bool,
-            noise_gens: Sequence[torch.Generator] = (),
-            dropout_gens: Sequence[torch.Generator] = ()) -> torch.Tensor:
-    """images (R, B, 1, H, W) normalized -> logits (R, B, C).
+def feature_count(config: ModelConfig, image_size: int) -> int:
+    """Inputs of the classifier: conv2's channels x the twice-pooled image size."""
+    pooled = math.ceil(math.ceil(image_size / 2) / 2)  # two maxpools 3/2/1: 28 -> 14 -> 7
+    return config.conv2_channels * pooled * pooled
 
-    In training mode, input noise and dropout are drawn per run from that run's generators.
+
+def draw_randomness(config: ModelConfig, images: torch.Tensor,
+                    noise_gens: Sequence[torch.Generator],
+                    dropout_gens: Sequence[torch.Generator]
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One training pass's input noise (R, B, 1, H, W) and dropout keep-mask (R, B, F),
+    run r from its own generators; None where the model has none.
+
+    Drawn outside `network` so that the network is a pure function of tensors, which
+    torch.compile and CUDA graphs need (a generator inside breaks the graph).
+    """
+    device = images.device
+    noise = mask = None
+    if config.input_noise_std > 0:
+        noise = _per_run_random(tuple(images.shape[1:]), noise_gens, device, "normal")
+    if config.dropout > 0:
+        features = feature_count(config, int(images.shape[-1]))
+        mask = _per_run_random((int(images.shape[1]), features), dropout_gens, device,
+                               "uniform") < 1.0 - config.dropout
+    return noise, mask
+
+
+def network(params: Params, config: ModelConfig, images: torch.Tensor,
+            noise: torch.Tensor | None = None, keep_mask: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """images (R, B, 1, H, W) normalized -> logits (R, B, C); a pure function of tensors.
+
+    With `noise` it is added (times model.input_noise_std) to the input; with `keep_mask`
+    the classifier's inputs are dropped where it is False and the rest scaled by 1/keep.
+    Without either it is the evaluation-mode model.
     """
     runs, batch = images.shape[:2]
-    device = images.device
-    if training and config.input_noise_std > 0:
-        noise = _per_run_random(tuple(images.shape[1:]), noise_gens, device, "normal")
+    if noise is not None:
         images = images + config.input_noise_std * noise
     # Runs become channel groups: (R, B, 1, H, W) -> (B, R*1, H, W).
     # Channels-last throughout: oneDNN's NHWC convolutions and the pools run faster on it.
@@ -135,11 +161,28 @@ def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, traini
                  groups=runs)
     x = _activation(config, _max_pool(x))  # (B, R*C2, 7, 7)
     x = x.reshape(batch, runs, -1).transpose(0, 1)  # (R, B, C2*7*7)
-    if training and config.dropout > 0:
-        keep = 1.0 - config.dropout
-        mask = _per_run_random(tuple(x.shape[1:]), dropout_gens, device, "uniform") < keep
-        x = x * mask / keep
+    if keep_mask is not None:
+        x = x * keep_mask / (1.0 - config.dropout)
     return torch.baddbmm(params["fc_b"].unsqueeze(1), x, params["fc_w"].transpose(1, 2))
+
+
+NetworkFn = Callable[[Params, ModelConfig, torch.Tensor, torch.Tensor | None,
+                      torch.Tensor | None], torch.Tensor]
+
+
+def forward(params: Params, config: ModelConfig, images: torch.Tensor, *, training: bool,
+            noise_gens: Sequence[torch.Generator] = (),
+            dropout_gens: Sequence[torch.Generator] = (),
+            network_fn: NetworkFn = network) -> torch.Tensor:
+    """images (R, B, 1, H, W) normalized -> logits (R, B, C).
+
+    In training mode, input noise and dropout are drawn per run from that run's generators.
+    `network_fn` is `network` or a compiled version of it (bench.compiled).
+    """
+    noise = keep_mask = None
+    if training:
+        noise, keep_mask = draw_randomness(config, images, noise_gens, dropout_gens)
+    return network_fn(params, config, images, noise, keep_mask)
 
 
 @torch.no_grad()

@@ -4,6 +4,8 @@ On one machine, on the same MNIST slice and number of epochs, it measures:
 
     naive      the blog's pipeline (`bench.naive`): DataLoader, nn.Module, host syncs
     harness    `bench.train.train_stack` with one run
+    harness bf16  the same with bf16 autocast (`train.precision=bf16`), where the device
+               computes bf16 natively (or with --bf16)
     stack      `train_stack` with S runs trained as one stacked model
     2 procs    (CPU) two processes at once, one thread and one harness run each
 
@@ -44,6 +46,8 @@ DEFAULT_STACK = 5
 DEFAULT_OUT = "report/bench"
 THREADS_PER_PROCESS = 1  # on CPU: every pipeline gets one core, so they compare 1:1
 TWO_PROCESS_TARGET = 1.7  # CPU: two one-thread processes should give >= 1.7x one alone
+SINGLE_RUN_TARGET = 3.0  # CPU: one harness run should give >= 3x the naive pipeline
+STACK_TARGET = 5.0  # GPU: S stacked runs should give >= 5x the img/s of S sequential runs
 MIN_TRAIN_SIZE = 100  # the labeled images of the mnist100 protocol
 BARRIER_TIMEOUT_S = 600.0  # generous: a cold machine may take minutes to import and load
 
@@ -59,6 +63,7 @@ class BenchSettings:
     device: str = "cpu"  # resolved: cpu or cuda[:N]
     data_root: str = ""
     two_process: bool = True
+    bf16: bool = False  # also measure the harness with train.precision=bf16
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ def _train(job: Job, barrier: Any) -> dict[str, Any]:
         curves = {"train_images_per_s": naive.train_images_per_s,
                   "epoch_seconds": naive.epoch_seconds, "train_loss": naive.train_loss}
         accuracy = [naive.final_test_accuracy]
+        precision = "fp32"
     else:
         data = prepare(config.data, job.seeds, root, device)
         barrier.wait(BARRIER_TIMEOUT_S)
@@ -158,9 +164,10 @@ def _train(job: Job, barrier: Any) -> dict[str, Any]:
         curves = {k: runs[0].curves[k]
                   for k in ("train_images_per_s", "epoch_seconds", "train_loss")}
         accuracy = [run.final_test_accuracy for run in runs]
+        precision = runs[0].precision
     return {"pid": os.getpid(), "device": device_name(device), "torch_version": torch.__version__,
             "peak_memory_mib": process_peak_mib(job.device), "final_test_accuracy": accuracy,
-            **curves}
+            "precision": precision, **curves}
 
 
 def _child(slot: int, job: Job, barrier: Any, results: Any) -> None:
@@ -246,14 +253,20 @@ def plan(settings: BenchSettings) -> list[tuple[str, str, int, list[Job]]]:
     """(name, what, runs per process, jobs) of every measurement, in the order run."""
     config = bench_config(settings).to_dict()
 
-    def job(kind: str, seeds: Sequence[int]) -> Job:
-        return Job(kind, config, tuple(seeds), settings.device, settings.data_root)
+    def job(kind: str, seeds: Sequence[int], run_config: dict[str, Any] = config) -> Job:
+        return Job(kind, run_config, tuple(seeds), settings.device, settings.data_root)
 
     stack = settings.stack
     measurements = [
         ("naive", "the blog's pipeline: torchvision DataLoader, nn.Module, host syncs", 1,
          [job("naive", [0])]),
         ("harness", "train_stack, one run", 1, [job("harness", [0])]),
+    ]
+    if settings.bf16:
+        bf16 = {**config, "train": {**config["train"], "precision": "bf16"}}
+        measurements.append(("harness bf16", "train_stack, one run, bf16 autocast", 1,
+                             [job("harness", [0], bf16)]))
+    measurements += [
         (f"stack{stack}", f"train_stack, {stack} runs as one stacked model", stack,
          [job("harness", range(stack))]),
     ]
@@ -267,6 +280,8 @@ def ratios(pipelines: dict[str, Measurement], stack: int) -> dict[str, dict[str,
     """Quotients of measured images/s: {name: {value, numerator, denominator, what}}."""
     wanted = [
         ("harness_vs_naive", "harness", "naive", "harness 1 run / naive"),
+        ("bf16_vs_naive", "harness bf16", "naive", "harness 1 run in bf16 / naive"),
+        ("bf16_vs_fp32", "harness bf16", "harness", "harness 1 run: bf16 / fp32"),
         ("stack_vs_single", f"stack{stack}", "harness",
          f"{stack} stacked runs (aggregate) / 1 run"),
         ("two_process_vs_one", "2 processes", "harness", "2 processes / 1 process"),
@@ -320,6 +335,8 @@ def run_bench(settings: BenchSettings, log: Log) -> dict[str, Any]:
         "pipelines": {name: asdict(m) for name, m in pipelines.items()},
         "ratios": ratios(pipelines, settings.stack),
         "two_process_target": TWO_PROCESS_TARGET if settings.device == "cpu" else None,
+        "single_run_target": SINGLE_RUN_TARGET if settings.device == "cpu" else None,
+        "stack_target": STACK_TARGET if settings.device != "cpu" else None,
         "skipped": {} if settings.two_process else {"2 processes": _why_skipped(settings)},
     }
 
@@ -374,7 +391,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
 def _ratio_note(key: str, ratio: dict[str, Any], doc: dict[str, Any]) -> str:
     if key == "stack_vs_single":
         per_run = ratio["value"] / doc["protocol"]["stack"]
-        return f"{per_run:.2f} of a lone run's speed per stacked run"
+        note = f"{per_run:.2f} of a lone run's speed per stacked run"
+        if doc.get("stack_target") is not None:
+            met = "met" if ratio["value"] >= doc["stack_target"] else "NOT met"
+            note += f"; GPU target >= {doc['stack_target']}x: {met}"
+        return note
+    if key in ("harness_vs_naive", "bf16_vs_naive") and doc.get("single_run_target") is not None:
+        met = "met" if ratio["value"] >= doc["single_run_target"] else "NOT met"
+        return f"CPU target >= {doc['single_run_target']}x: {met}"
     if key == "two_process_vs_one" and doc["two_process_target"] is not None:
         met = "met" if ratio["value"] >= doc["two_process_target"] else "NOT met"
         return f"CPU target >= {doc['two_process_target']}x: {met}"
@@ -406,6 +430,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--two-process", action=argparse.BooleanOptionalAction, default=None,
                         help="measure two one-thread processes at once (default: on CPU only)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="also measure one harness run with bf16 autocast (default: where "
+                             "the device computes bf16 natively)")
     parser.add_argument("--root", default=str(default_root()),
                         help="data folder (default: $SSLBENCH_DATA or ~/.cache/sslbench/data)")
     parser.add_argument("--out", default=DEFAULT_OUT,
@@ -415,15 +442,18 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    from bench.precision import native_bf16
     from bench.train import resolve_device
 
     device = resolve_device(args.device)  # UserError for an unknown or absent device
     on_cpu = device.type == "cpu"
     two_process = on_cpu and (os.cpu_count() or 1) >= 2 if args.two_process is None \
         else bool(args.two_process)
+    bf16 = native_bf16(device) if args.bf16 is None else bool(args.bf16)
     return BenchSettings(train_size=args.train_size, test_size=args.test_size,
                          epochs=args.epochs, stack=args.stack, device=str(device),
-                         data_root=str(Path(args.root).expanduser()), two_process=two_process)
+                         data_root=str(Path(args.root).expanduser()), two_process=two_process,
+                         bf16=bf16)
 
 
 def _log(message: str) -> None:

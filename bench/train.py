@@ -19,6 +19,7 @@ import torch
 from bench.checkpoint import CheckpointPolicy, Interrupted, generator_states, restore_generators
 from bench.checkpoint import load as load_checkpoint
 from bench.checkpoint import save as save_checkpoint
+from bench.compiled import network_for
 from bench.config import RunConfig
 from bench.data import PreparedData, prepare
 from bench.errors import DivergedError
@@ -117,6 +118,7 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
     cfg_data = config.data
     augmented = cfg_data.translate_px > 0 or cfg_data.hflip
     precision = resolve(cfg_train.precision, device)
+    network_fn = network_for(cfg_train, device)  # UserError: CUDA graphs without CUDA
 
     results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs,
                          precision=precision) for i, s in enumerate(seeds)]
@@ -178,7 +180,8 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                                      augment_gens)
                 with pass_context(precision, device):  # losses, state and optimizer stay fp32
                     return forward(pass_params, cfg_model, images, training=True,
-                                   noise_gens=noise_gens, dropout_gens=dropout_gens).float()
+                                   noise_gens=noise_gens, dropout_gens=dropout_gens,
+                                   network_fn=network_fn).float()
 
             batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
                           forward=another_pass)

@@ -43,6 +43,7 @@ def test_run_writes_a_complete_record(tmp_path, data_root):
         record["curves"]["test_accuracy"][metrics["lowest_train_loss_epoch"]])
     assert record["throughput"]["train_images_per_s_median"] > 0
     assert record["throughput"]["peak_memory_mib"] > 0
+    assert record["throughput"]["precision"] == "fp32"  # the default, resolved
     assert record["environment"]["torch"].startswith("2.") and record["environment"]["device"]
 
 

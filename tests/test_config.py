@@ -55,6 +55,7 @@ def test_set_overrides_are_typed_and_applied_after_the_profile():
     ({"train.epochs": "-1"}, "train.epochs must be > 0"),
     ({"train.batch_size": "0"}, "train.batch_size must be > 0"),
     ({"method.ensemble_momentum": "1.0"}, "method.ensemble_momentum must be in [0, 1)"),
+    ({"train.precision": "fp16"}, "train.precision must be one of fp32, bf16, auto"),
     ({"method.name": "mixmatch"}, "unknown method 'mixmatch'"),
 ])
 def test_bad_overrides_say_what_is_wrong(overrides, message):
@@ -78,3 +79,19 @@ def test_hash_is_stable_and_tracks_every_value():
     assert a.config_hash() != with_overrides(a, {"method.ensemble_target": "prob"}).config_hash()
     paper = build_config("temporal_ensembling", 0, "paper")
     assert apply_profile(paper, get_profile("quick")) == a  # profiles map paper units
+
+
+def test_fields_added_later_keep_existing_run_ids():
+    """A run id written before train.precision existed (hash of the config without it) is
+    still the id of the same computation, fp32; any other precision is another run."""
+    import hashlib
+    import json
+
+    config = build_config("temporal_ensembling", 3, "quick")
+    before = config.to_dict()
+    del before["train"]["precision"]
+    old_id = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":"))
+                            .encode()).hexdigest()[:16]
+    assert config.config_hash() == old_id
+    for precision in ("bf16", "auto"):
+        assert with_overrides(config, {"train.precision": precision}).config_hash() != old_id

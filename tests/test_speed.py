@@ -60,27 +60,35 @@ def test_bench_writes_consistent_figures(data_root, tmp_path, capsys):
     import torch
 
     out = tmp_path / "out"
-    assert speed.command(tiny(data_root, out, "--no-two-process")) == 0
+    assert speed.command(tiny(data_root, out, "--no-two-process", "--bf16")) == 0
     doc = json.loads((out / "bench.json").read_text())
     markdown = (out / "bench.md").read_text()
     assert capsys.readouterr().out.strip() == markdown.strip()  # the table is printed too
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]  # no .part
 
-    assert list(doc["pipelines"]) == ["naive", "harness", "stack2"]
+    assert list(doc["pipelines"]) == ["naive", "harness", "harness bf16", "stack2"]
+    precisions = {name: m["per_process"][0]["precision"] for name, m in doc["pipelines"].items()}
+    assert precisions == {"naive": "fp32", "harness": "fp32", "harness bf16": "bf16",
+                          "stack2": "fp32"}
     for name, m in doc["pipelines"].items():
         check_measurement(name, m, 600)
         assert f"| {name} |" in markdown
     # Every measurement ran in its own process, so each memory figure is its own.
     pids = [m["per_process"][0]["pid"] for m in doc["pipelines"].values()]
-    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert len(set(pids)) == 4 and os.getpid() not in pids
 
     measured = {name: m["images_per_s"] for name, m in doc["pipelines"].items()}
-    assert set(doc["ratios"]) == {"harness_vs_naive", "stack_vs_single"}
+    assert set(doc["ratios"]) == {"harness_vs_naive", "bf16_vs_naive", "bf16_vs_fp32",
+                                  "stack_vs_single"}
     for ratio in doc["ratios"].values():
         quotient = measured[ratio["numerator"]] / measured[ratio["denominator"]]
         assert math.isclose(ratio["value"], quotient)
         assert f"| {ratio['what']} | {ratio['value']:.2f}x |" in markdown
     assert doc["ratios"]["stack_vs_single"]["numerator"] == "stack2"
+    target = speed.SINGLE_RUN_TARGET
+    for key in ("harness_vs_naive", "bf16_vs_naive"):
+        met = "met" if doc["ratios"][key]["value"] >= target else "NOT met"
+        assert f"CPU target >= {target}x: {met}" in markdown
     assert doc["skipped"] == {"2 processes": "--no-two-process"}
     assert "| 2 processes | skipped |" in markdown
 
@@ -93,7 +101,7 @@ def test_bench_writes_consistent_figures(data_root, tmp_path, capsys):
 
 def test_bench_two_processes(data_root, tmp_path):
     out = tmp_path / "out"
-    assert speed.command(tiny(data_root, out, "--two-process")) == 0
+    assert speed.command(tiny(data_root, out, "--two-process", "--no-bf16")) == 0
     doc = json.loads((out / "bench.json").read_text())
     both = doc["pipelines"]["2 processes"]
     check_measurement("2 processes", both, 600)

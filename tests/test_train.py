@@ -52,6 +52,8 @@ def test_same_config_and_seed_give_identical_runs(data_root):
     {"model__activation": "leaky_relu", "model__leaky_slope": 0.3},
     {"method": "pi_model", "data__translate_px": 2},
     {"method": "supervised", "data__translate_px": 1},
+    {"train__precision": "bf16"},
+    {"method": "mean_teacher", "train__precision": "bf16"},
 ])
 def test_every_switch_changes_the_computed_losses(data_root, switch):
     switch = dict(switch)
@@ -65,6 +67,47 @@ def test_every_switch_changes_the_computed_losses(data_root, switch):
                if not all(math.isclose(a, b, rel_tol=1e-7) for a, b in
                           zip(control[key], variant[key], strict=True))]
     assert changed, f"{switch} left the losses unchanged"
+
+
+def test_bf16_passes_round_but_track_fp32(data_root):
+    """bf16 autocast changes the arithmetic (the switch test above), not the run: the first
+    epoch's losses agree to bf16's precision, and the record says which arithmetic ran."""
+    fp32 = single_run(short(), device=CPU, data_root=data_root)
+    bf16 = single_run(short(train__precision="bf16"), device=CPU, data_root=data_root)
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert bf16.curves["supervised_loss"][0] == pytest.approx(
+        fp32.curves["supervised_loss"][0], rel=0.02)
+    assert bf16.curves["supervised_loss"][0] != fp32.curves["supervised_loss"][0]
+    assert bf16.labeled_indices == fp32.labeled_indices
+
+
+def test_auto_precision_is_bf16_exactly_where_the_device_has_it():
+    from bench.precision import native_bf16, resolve
+
+    assert resolve("auto", CPU) == ("bf16" if native_bf16(CPU) else "fp32")
+    assert resolve("fp32", CPU) == "fp32" and resolve("bf16", CPU) == "bf16"
+
+
+def test_compiled_network_computes_what_the_eager_one_does(data_root):
+    """torch.compile is an execution switch: same noise, masks and batches, so the same
+    losses up to the float rounding of fused kernels."""
+    from torch._dynamo.utils import counters
+
+    config = short(train__epochs=2, data__train_size=500)
+    eager = single_run(config, device=CPU, data_root=data_root).curves
+    counters.clear()
+    compiled = single_run(with_overrides(config, {"train.compile": True}), device=CPU,
+                          data_root=data_root).curves
+    assert counters["stats"]["unique_graphs"] >= 1  # it did compile, not fall back
+    for key in ("supervised_loss", "unsupervised_loss", "train_loss"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4), key
+
+
+def test_cuda_graphs_on_the_cpu_is_a_clear_error(data_root):
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match=r"train\.cuda_graphs needs a CUDA device"):
+        single_run(short(train__cuda_graphs=True), device=CPU, data_root=data_root)
 
 
 def test_supervised_baseline_differs_only_by_the_consistency_term(data_root):
