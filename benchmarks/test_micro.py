@@ -18,6 +18,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from bench.config import build_config
 from bench.data import PreparedData
 from bench.model import Params, forward, init_params
+from bench.precision import pass_context
 from bench.seeds import generator
 from methods import Batch, Method, MethodContext, StepLosses, get_method, method_names
 from methods.losses import UNLABELED, softmax_mse, supervised_loss
@@ -52,8 +53,9 @@ class Step:
     """One training step of `method_name` for a stack of `runs`, as bench/train.py does it."""
 
     def __init__(self, method_name: str, runs: int, data: PreparedData,
-                 device: torch.device) -> None:
+                 device: torch.device, precision: str = "fp32") -> None:
         config = build_config(method_name, 0, "smoke")
+        self.precision = precision
         seeds = list(range(runs))
         self.model_config = config.model
         self.device = device
@@ -73,8 +75,9 @@ class Step:
         self.weight = torch.tensor(self.method.weight(EPOCH), device=device)
 
     def another_pass(self, params: Params) -> torch.Tensor:
-        return forward(params, self.model_config, self.images, training=True,
-                       noise_gens=self.noise_gens, dropout_gens=self.dropout_gens)
+        with pass_context(self.precision, self.device):  # as bench/train.py: losses in fp32
+            return forward(params, self.model_config, self.images, training=True,
+                           noise_gens=self.noise_gens, dropout_gens=self.dropout_gens).float()
 
     def __call__(self) -> StepLosses:
         logits = self.another_pass(self.params)
@@ -102,7 +105,16 @@ def timed(benchmark: BenchmarkFixture, fn: Callable[[], T], images: int) -> T:
 @pytest.mark.parametrize("runs", STACKS)
 @pytest.mark.parametrize("method_name", method_names())
 def test_training_step(benchmark, mnist, device, method_name, runs):
-    step = Step(method_name, runs, mnist, device)
+    check_step(benchmark, Step(method_name, runs, mnist, device), runs)
+
+
+@pytest.mark.parametrize("runs", STACKS)
+def test_training_step_bf16(benchmark, mnist, device, runs):
+    """Temporal ensembling's step with bf16 autocast (train.precision=bf16), beside fp32's."""
+    check_step(benchmark, Step("temporal_ensembling", runs, mnist, device, "bf16"), runs)
+
+
+def check_step(benchmark: BenchmarkFixture, step: Step, runs: int) -> None:
     before = {k: v.detach().clone() for k, v in step.params.items()}
     losses = timed(benchmark, step, runs * BATCH)
     assert isinstance(losses, StepLosses)
