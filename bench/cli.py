@@ -121,6 +121,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.stack is not None and args.stack < 1:
+        raise UserError(f"--stack must be >= 1 (seeds trained together as one stacked model), "
+                        f"got {args.stack}")
     if args.heartbeat_grace <= HEARTBEAT_S:
         raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
                         f"heartbeats, got {args.heartbeat_grace}")
@@ -136,7 +139,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                        data_root=_data_root(args), retry_failed=args.retry_failed, log=_log,
                        checkpoint_dir=Path(args.checkpoints) if args.checkpoints
                        else default_checkpoint_dir(args.storage),
-                       checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace)
+                       checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
+                       stack=args.stack)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
@@ -257,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--workers", type=int, default=None,
                         help="cells run at once, one process each (default: one per CPU core "
                              "on CPU, 1 on a GPU)")
+    ablate.add_argument("--stack", type=int, default=None, metavar="N",
+                        help="train up to N seeds of a variant together as one stacked model, "
+                             "in one process (default: all seeds on CUDA, 1 on CPU)")
     ablate.add_argument("--checkpoints", metavar="DIR",
                         help="folder of the cells' checkpoints (default: beside a SQLite store, "
                              "else ./sslbench-checkpoints)")

@@ -3,6 +3,11 @@
 Cells already finished are skipped; cells that crashed or were interrupted are retried;
 a cell that fails is recorded with its reason and the grid goes on. `workers > 1` runs
 cells in separate processes (spawned; on CPU one thread each, never oversubscribed).
+
+With `stack > 1` the seeds of a variant are trained together, up to `stack` at a time, as
+one stacked model (`bench.train.train_stack`): one job, one process, each cell still
+claimed, recorded and reported on its own. A stack in which one run diverges is rerun one
+cell at a time, so only the diverging seed is marked.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from bench.store import (
     grid_study_name,
     latest_by_cell,
 )
-from bench.train import EpochSummary, resolve_device, single_run
+from bench.train import EpochSummary, resolve_device, train_stack
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,46 @@ def plan_cells(grid: Grid, profile: str, seeds: Sequence[int],
     # Seed-major order: an interrupted grid leaves whole seeds, i.e. complete pairs.
     return [Cell(v.name, seed, build_config(v.method, seed, profile, overrides, v.overrides))
             for seed in seeds for v in chosen]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Cells of one variant trained together as one stack (one cell when not stacking)."""
+
+    cells: tuple[Cell, ...]
+
+    @property
+    def key(self) -> str:
+        if len(self.cells) == 1:
+            return self.cells[0].key
+        seeds = [c.seed for c in self.cells]
+        return f"{self.cells[0].variant}/seeds{','.join(map(str, seeds))}"
+
+
+def plan_jobs(cells: Sequence[Cell], stack: int) -> list[Job]:
+    """Group the cells of each variant into stacks of up to `stack` seeds, in seed order;
+    the jobs keep the cells' order of first appearance (seed-major)."""
+    if stack <= 1:
+        return [Job((cell,)) for cell in cells]
+    by_variant: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_variant.setdefault(cell.variant, []).append(cell)
+    jobs: list[Job] = []
+    placed: set[str] = set()
+    for cell in cells:
+        if cell.variant in placed:
+            continue
+        placed.add(cell.variant)
+        same = sorted(by_variant[cell.variant], key=lambda c: c.seed)
+        jobs += [Job(tuple(same[i:i + stack])) for i in range(0, len(same), stack)]
+    return jobs
+
+
+def default_stack(device: torch.device, seeds: int) -> int:
+    """All seeds of a variant in one stack on CUDA, where one run leaves the GPU idle
+    between kernel launches; one run per process on the CPU, where the cores are the
+    limit and `workers` shares them out."""
+    return max(1, seeds) if device.type == "cuda" else 1
 
 
 @dataclass
@@ -108,47 +153,72 @@ def _watch_runner(parent_pid: int, runner_stop: Any, poll_s: float = 0.5,
     os._exit(1)
 
 
-def checkpoint_path(checkpoint_dir: str, config: RunConfig) -> Path:
-    return Path(checkpoint_dir) / f"{config.config_hash()}.pt"
+def checkpoint_path(checkpoint_dir: str, config: RunConfig,
+                    seeds: Sequence[int] | None = None) -> Path:
+    """A cell's checkpoint, named by its run id; a stack's adds the seeds it trains."""
+    if seeds is None or len(seeds) == 1:
+        return Path(checkpoint_dir) / f"{config.config_hash()}.pt"
+    return Path(checkpoint_dir) / f"{config.config_hash()}-seeds{'_'.join(map(str, seeds))}.pt"
 
 
 def execute_cell(config_dict: dict[str, Any], cell_key: str, device_name: str, data_root: str,
                  checkpoint_dir: str | None = None, checkpoint_every: int = 1,
                  progress: Callable[[str, EpochSummary], None] | None = None) -> dict[str, Any]:
-    """Run one cell; never raises: returns {"status": "ok"|"diverged"|"error"|"interrupted"}.
+    """Run one cell; never raises: returns {"status": "ok"|"diverged"|"error"|"interrupted"}."""
+    (result,) = execute_job([config_dict], cell_key, device_name, data_root, checkpoint_dir,
+                            checkpoint_every, progress)
+    return result
 
-    With a checkpoint folder the cell resumes from its checkpoint (named by run id), saves
-    every `checkpoint_every` epochs and on SIGTERM/SIGINT, and removes it when finished.
+
+def execute_job(config_dicts: Sequence[dict[str, Any]], job_key: str, device_name: str,
+                data_root: str, checkpoint_dir: str | None = None, checkpoint_every: int = 1,
+                progress: Callable[[str, EpochSummary], None] | None = None
+                ) -> list[dict[str, Any]]:
+    """Train the cells of one job (one variant's configs, differing only in seed) as one
+    stack; never raises: one {"status": "ok"|"diverged"|"error"|"interrupted"} per cell.
+
+    With a checkpoint folder the job resumes from its checkpoint (named by run id and
+    seeds), saves every `checkpoint_every` epochs and on SIGTERM/SIGINT, and removes it when
+    finished. A stack that diverges is rerun cell by cell.
     """
     _stop.clear()
     _cell_running.set()
     try:
-        config = config_from_dict(config_dict)
+        configs = [config_from_dict(c) for c in config_dicts]
+        seeds = [c.seed for c in configs]
         device = resolve_device(device_name)
         started = dt.datetime.now(dt.UTC)
-        policy = (CheckpointPolicy(checkpoint_path(checkpoint_dir, config), checkpoint_every,
-                                   stop=_stop) if checkpoint_dir else None)
+        policy = (CheckpointPolicy(checkpoint_path(checkpoint_dir, configs[0], seeds),
+                                   checkpoint_every, stop=_stop) if checkpoint_dir else None)
 
         def report(summary: EpochSummary) -> None:
             if progress is not None:
-                progress(cell_key, summary)
+                progress(job_key, summary)
             elif _progress_queue is not None:
-                _progress_queue.put((cell_key, summary))
+                _progress_queue.put((job_key, summary))
 
         with stop_on_signals(_stop):
-            result = single_run(config, device=device, data_root=Path(data_root),
-                                progress=report, checkpoint=policy)
-        record = build_record(config, result, device, started)
+            results = train_stack(configs[0], seeds, device=device, data_root=Path(data_root),
+                                  progress=report, checkpoint=policy)
+        records = [build_record(config, result, device, started)
+                   for config, result in zip(configs, results, strict=True)]
         if policy is not None:
             policy.path.unlink(missing_ok=True)
-        return {"status": "ok", "record": record}
+        return [{"status": "ok", "record": record} for record in records]
     except Interrupted as stopped:
-        return {"status": "interrupted", "reason": f"interrupted: {stopped}"}
+        return [{"status": "interrupted", "reason": f"interrupted: {stopped}"}] * len(config_dicts)
     except DivergedError as error:
-        return {"status": "diverged", "reason": str(error)}
+        if len(config_dicts) > 1:  # which seed? each alone says, and the others finish
+            _cell_running.clear()
+            if policy is not None:
+                policy.path.unlink(missing_ok=True)
+            return [execute_cell(c, job_key, device_name, data_root, checkpoint_dir,
+                                 checkpoint_every, progress) for c in config_dicts]
+        return [{"status": "diverged", "reason": str(error)}]
     except Exception as error:
         detail = traceback.format_exc(limit=8)
-        return {"status": "error", "reason": f"{type(error).__name__}: {error}\n{detail}"}
+        return [{"status": "error", "reason": f"{type(error).__name__}: {error}\n{detail}"}
+                ] * len(config_dicts)
     finally:
         _cell_running.clear()
 
@@ -160,9 +230,10 @@ class Progress:
     """One line per epoch: cells done / total, the cell's epoch and accuracy, time left."""
 
     def __init__(self, total: int, done: int, workers: int, epochs_per_cell: int,
-                 stream: Any = sys.stderr) -> None:
+                 stream: Any = sys.stderr, stack: int = 1) -> None:
         self.total, self.done, self.workers = total, done, workers
         self.epochs_per_cell = epochs_per_cell
+        self.stack = stack  # cells trained together: a pending cell costs 1/stack of a job
         self.stream = stream
         self.epoch_seconds: list[float] = []
         self.epochs_left_in_flight: dict[str, int] = {}
@@ -174,7 +245,7 @@ class Progress:
         recent = self.epoch_seconds[-20:]
         per_epoch = sum(recent) / len(recent)
         epochs_left = (sum(self.epochs_left_in_flight.values())
-                       + self.pending * self.epochs_per_cell)
+                       + self.pending * self.epochs_per_cell / self.stack)
         eta = per_epoch * epochs_left / self.workers
         acc = ", ".join(f"{a:.2%}" for a in summary.test_accuracy)
         print(f"[{self.done}/{self.total} cells] {cell} epoch {summary.epoch + 1}/{summary.epochs}"
@@ -182,9 +253,9 @@ class Progress:
               f"{summary.train_images_per_s:,.0f} img/s | ~{_duration(eta)} left",
               file=self.stream, flush=True)
 
-    def cell_done(self, cell: str, message: str) -> None:
+    def cell_done(self, cell: str, message: str, job: str | None = None) -> None:
         self.done += 1
-        self.epochs_left_in_flight.pop(cell, None)
+        self.epochs_left_in_flight.pop(job or cell, None)
         print(f"[{self.done}/{self.total} cells] {cell}: {message}", file=self.stream, flush=True)
 
 
@@ -267,9 +338,13 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
              data_root: Path, retry_failed: bool = False,
              checkpoint_dir: Path | None = None, checkpoint_every: int = 1,
              grace_s: float = DEFAULT_GRACE_S, wait_for_others: bool = True,
+             stack: int | None = None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
              ) -> GridOutcome:
     """Run every unfinished cell of the grid, claiming each in the store.
+
+    `stack`: seeds of a variant trained together as one stacked model (default: all of
+    them on CUDA, one on the CPU; see default_stack).
 
     Other runners (processes or machines) may work on the same grid through the same
     store: each cell is claimed by exactly one. With `wait_for_others`, when only cells
@@ -288,56 +363,75 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
         log(f"{grid_name}/{profile}: nothing to run: {outcome.already_done} of {len(cells)} "
             f"cells already finished" + _skips(outcome))
         return outcome
+    resolved = resolve_device(device)
+    stack = stack or default_stack(resolved, len(seeds))
+    stacking = f", stacks of up to {stack} seeds" if stack > 1 else ""
     log(f"{grid_name}/{profile}: {len(pending)} of {len(cells)} cells to run "
-        f"({outcome.already_done} already finished{_skips(outcome)}), {workers} worker(s), "
-        f"store {store.url}")
+        f"({outcome.already_done} already finished{_skips(outcome)}), {workers} worker(s)"
+        f"{stacking}, store {store.url}")
     initially_done = outcome.already_done
 
-    resolved = resolve_device(device)
     threads = threads or default_threads(workers if resolved.type == "cpu" else 1)
     progress = Progress(len(cells), outcome.already_done + len(outcome.skipped_diverged), workers,
-                        cells[0].config.train.epochs)
+                        cells[0].config.train.epochs, stack=stack)
     progress.pending = len(pending)
 
-    def settle(cell: Cell, trial_id: int, result: dict[str, Any]) -> None:
+    def settle(job: Job, claimed: Sequence[tuple[Cell, int]],
+               results: Sequence[dict[str, Any]]) -> None:
+        for (cell, trial_id), result in zip(claimed, results, strict=True):
+            settle_cell(cell, trial_id, result, job.key)
+
+    def settle_cell(cell: Cell, trial_id: int, result: dict[str, Any], job_key: str) -> None:
         heartbeat.remove(trial_id)
         stored = (store.finish_cell(trial_id, result["record"]) if result["status"] == "ok"
                   else store.fail_cell(trial_id, result["reason"], result["status"]))
         if not stored:  # this runner was silent too long; another one reran the cell
             outcome.skipped_running.append(cell.key)
             progress.cell_done(cell.key, "discarded: another runner took the cell over "
-                                         "(no heartbeat from this one for the grace period)")
+                                         "(no heartbeat from this one for the grace period)",
+                               job_key)
         elif result["status"] == "ok":
             outcome.finished.append(cell.key)
             metrics = result["record"]["metrics"]
             flag = " (collapsed to near chance)" if metrics["collapsed"] else ""
-            progress.cell_done(cell.key, f"test acc {metrics['final_test_accuracy']:.2%}{flag}")
+            progress.cell_done(cell.key, f"test acc {metrics['final_test_accuracy']:.2%}{flag}",
+                               job_key)
         else:
             kind = result["status"]
             outcome.failed.append(cell.key)
-            progress.cell_done(cell.key, f"FAILED ({kind}): {result['reason'].splitlines()[0]}")
+            progress.cell_done(cell.key, f"FAILED ({kind}): {result['reason'].splitlines()[0]}",
+                               job_key)
 
     cell_args = (device, str(data_root), str(checkpoint_dir) if checkpoint_dir else None,
                  checkpoint_every)
 
-    def start(cell: Cell) -> int | None:
-        """Claim the cell in the store; None if another runner finished or took it since."""
-        progress.pending = max(0, progress.pending - 1)
-        attempted.add(cell.key)
-        trial_id = store.claim_cell(study_id, cell.key, cell.variant, cell.seed,
-                                    cell.config.to_dict())
-        if trial_id is None:
-            outcome.skipped_running.append(cell.key)
-            progress.cell_done(cell.key, "skipped: finished or running elsewhere")
+    def start(job: Job) -> tuple[Job, list[tuple[Cell, int]]] | None:
+        """Claim the job's cells in the store: (the job of the claimed cells, their trial
+        ids), or None if other runners finished or took all of them since."""
+        claimed: list[tuple[Cell, int]] = []
+        for cell in job.cells:
+            progress.pending = max(0, progress.pending - 1)
+            attempted.add(cell.key)
+            trial_id = store.claim_cell(study_id, cell.key, cell.variant, cell.seed,
+                                        cell.config.to_dict())
+            if trial_id is None:
+                outcome.skipped_running.append(cell.key)
+                progress.cell_done(cell.key, "skipped: finished or running elsewhere")
+                continue
+            heartbeat.add(trial_id)
+            claimed.append((cell, trial_id))
+        if not claimed:
             return None
-        heartbeat.add(trial_id)
-        saved = checkpoint_dir is not None and checkpoint_path(str(checkpoint_dir), cell.config)
+        job = Job(tuple(cell for cell, _ in claimed))
+        saved = checkpoint_dir is not None and checkpoint_path(
+            str(checkpoint_dir), job.cells[0].config, [c.seed for c in job.cells])
         if saved and saved.exists():
-            log(f"{cell.key}: resuming from its checkpoint in {checkpoint_dir}")
-        return trial_id
+            log(f"{job.key}: resuming from its checkpoint in {checkpoint_dir}")
+        return job, claimed
 
-    def more_work() -> list[Cell]:
-        """Cells that became claimable since (their owner died); waits while others run."""
+    def more_work() -> list[Job]:
+        """Cells that became claimable since (their owner died), as jobs; waits while
+        others run."""
         while True:
             for reaped in store.reap_interrupted(study_id, grace_s):
                 log(f"{reaped}: its owner is gone; taking it over")
@@ -345,65 +439,71 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
             claimable, running, _ = _scan(cells, store, study_id, retry_failed, attempted)
             if claimable or not running or not wait_for_others:
                 progress.pending += len(claimable)
-                return claimable
+                return plan_jobs(claimable, stack)
             time.sleep(min(HEARTBEAT_S, grace_s / 4))
 
     # Beat at least three times per grace period, so a live owner is never taken for dead.
     with Heartbeat(store.url, interval_s=min(HEARTBEAT_S, grace_s / 3)) as heartbeat:
-        if not pending:  # only cells running elsewhere: wait for them, take over the dead
-            pending = more_work()
+        # only cells running elsewhere: wait for them, take over the dead
+        jobs = plan_jobs(pending, stack) if pending else more_work()
         if workers <= 1:
             torch.set_num_threads(threads)
-            while pending:
-                for cell in pending:
-                    trial_id = start(cell)
-                    if trial_id is None:
+            while jobs:
+                for job in jobs:
+                    started = start(job)
+                    if started is None:
                         continue
-                    result = execute_cell(cell.config.to_dict(), cell.key, *cell_args,
-                                          progress=progress.epoch)
-                    settle(cell, trial_id, result)
-                    if result["status"] == "interrupted":
+                    job, claimed = started
+                    results = execute_job([c.config.to_dict() for c in job.cells], job.key,
+                                          *cell_args, progress=progress.epoch)
+                    settle(job, claimed, results)
+                    if any(r["status"] == "interrupted" for r in results):
                         raise KeyboardInterrupt  # the user asked to stop; resumes next time
-                pending = more_work()
+                jobs = more_work()
         else:
-            _run_pool(pending, workers, threads, start, settle, more_work, cell_args, progress)
+            _run_pool(jobs, workers, threads, start, settle, more_work, cell_args, progress)
     outcome.already_done = initially_done
     return outcome
 
 
-def _run_pool(pending: list[Cell], workers: int, threads: int,
-              start: Callable[[Cell], int | None],
-              settle: Callable[[Cell, int, dict[str, Any]], None],
-              more_work: Callable[[], list[Cell]], cell_args: tuple[Any, ...],
+Claimed = tuple[Job, list[tuple[Cell, int]]]
+
+
+def _run_pool(pending: list[Job], workers: int, threads: int,
+              start: Callable[[Job], Claimed | None],
+              settle: Callable[[Job, Sequence[tuple[Cell, int]], Sequence[dict[str, Any]]], None],
+              more_work: Callable[[], list[Job]], cell_args: tuple[Any, ...],
               progress: Progress) -> None:
-    """Cells in `workers` spawned processes, one thread each on CPU."""
+    """Jobs in `workers` spawned processes, one thread each on CPU."""
     context = mp.get_context("spawn")
     queue = context.Queue()
     runner_stop = context.Event()  # set on SIGTERM/SIGINT: workers checkpoint and stop
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                              initargs=(queue, threads, os.getpid(), runner_stop)) as pool, \
             stop_on_signals(runner_stop):
-        in_flight: dict[Future[dict[str, Any]], tuple[Cell, int]] = {}
+        in_flight: dict[Future[list[dict[str, Any]]], Claimed] = {}
         queued = list(pending)
         while queued or in_flight:
             if runner_stop.is_set():
                 queued.clear()  # start nothing new; cells in flight checkpoint and return
             while queued and len(in_flight) < workers:
-                cell = queued.pop(0)
-                trial_id = start(cell)
-                if trial_id is None:
+                started = start(queued.pop(0))
+                if started is None:
                     continue
-                future = pool.submit(execute_cell, cell.config.to_dict(), cell.key, *cell_args)
-                in_flight[future] = (cell, trial_id)
+                job = started[0]
+                future = pool.submit(execute_job, [c.config.to_dict() for c in job.cells],
+                                     job.key, *cell_args)
+                in_flight[future] = started
             done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
             _drain(queue, progress)
             for future in done:
-                cell, trial_id = in_flight.pop(future)
+                job, claimed = in_flight.pop(future)
                 try:
-                    result = future.result()
+                    results = future.result()
                 except Exception as error:  # the worker process itself died
-                    result = {"status": "error", "reason": f"worker process failed: {error}"}
-                settle(cell, trial_id, result)
+                    results = [{"status": "error", "reason": f"worker process failed: {error}"}
+                               ] * len(claimed)
+                settle(job, claimed, results)
             if not queued and not in_flight and not runner_stop.is_set():
                 queued = more_work()
         _drain(queue, progress)

@@ -197,12 +197,13 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         "uses `holm_p` at 0.05.",
         "",
         "## Throughput per variant",
-        markdown_table(speed, {"runs": 0, "train_images_per_s": 0, "epoch_seconds": 1,
-                               "peak_memory_mib": 0}),
+        markdown_table(speed, {"runs": 0, "stack": 0, "train_images_per_s": 0,
+                               "epoch_seconds": 1, "peak_memory_mib": 0}),
         "",
         "Medians over runs of each run's median train images/s (epochs after the first), "
         "epoch seconds (training only) and peak memory (CUDA allocator peak, or process "
-        "peak RSS on CPU).",
+        "peak RSS on CPU). `stack`: seeds trained together as one stacked model; its images/s "
+        "count the images of all of them. `precision`: the training passes' arithmetic.",
         "",
         "## Failed and interrupted runs",
         markdown_table(failures) if not failures.empty else "None.",

@@ -36,14 +36,18 @@ def runs_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
             "accuracy": 100 * metrics["final_test_accuracy"],
             "blog_accuracy": 100 * metrics["lowest_train_loss_test_accuracy"],
             "collapsed": bool(metrics["collapsed"]),
+            # of the whole stack when seeds were trained together: all its runs' images
             "train_images_per_s": throughput["train_images_per_s_median"],
+            "stack": throughput.get("stack_size", 1),
+            "precision": throughput.get("precision", "fp32"),  # records before it: fp32
             "epoch_seconds": throughput["epoch_seconds_median"],
             "peak_memory_mib": throughput["peak_memory_mib"],
             "total_seconds": throughput["total_seconds"],
             "device": record["environment"]["device"],
         })
     columns = ["variant", "seed", "method", "dataset", "num_labels", "translate_px", "accuracy",
-               "blog_accuracy", "collapsed", "train_images_per_s", "epoch_seconds",
+               "blog_accuracy", "collapsed", "train_images_per_s", "stack", "precision",
+               "epoch_seconds",
                "peak_memory_mib", "total_seconds", "device"]
     return pd.DataFrame(rows, columns=columns).sort_values(["variant", "seed"], ignore_index=True)
 
@@ -120,6 +124,8 @@ def throughput(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
         if part.empty:
             continue
         rows.append({"variant": variant, "runs": len(part),
+                     "stack": int(np.median(part["stack"])),
+                     "precision": ", ".join(sorted(set(part["precision"]))),
                      "train_images_per_s": float(np.median(part["train_images_per_s"])),
                      "epoch_seconds": float(np.median(part["epoch_seconds"])),
                      "peak_memory_mib": float(np.median(part["peak_memory_mib"])),

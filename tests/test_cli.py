@@ -77,6 +77,7 @@ BAD_INPUTS = [
     ([*SMOKE_GRID, "--variants", "nope", "--storage", "{store}"], "has no variant 'nope'"),
     ([*SMOKE_GRID, "--seeds", "0", "--storage", "{store}"], "--seeds must be >= 1"),
     ([*SMOKE_GRID, "--workers", "0", "--storage", "{store}"], "--workers must be >= 1"),
+    ([*SMOKE_GRID, "--stack", "0", "--storage", "{store}"], "--stack must be >= 1"),
     ([*SMOKE_GRID, "--set", "train.lr=fast", "--storage", "{store}"], "train.lr must be a number"),
     ([*SMOKE_GRID, "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open run store"),
     ([*SMOKE_GRID, "--storage", "sqlite:///{file}"], "is not a SQLite database"),

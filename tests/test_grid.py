@@ -256,3 +256,74 @@ def test_two_runners_on_one_store_run_each_cell_once(tmp_path, data_root):
     assert sorted(r.cell for r in runs) == ["control/seed0", "supervised/seed0"]
     assert all(r.state == "COMPLETE" for r in runs)
     assert "elsewhere" in first_err + second.stderr
+
+
+def test_cells_group_into_stacks_of_one_variant_in_seed_order():
+    from bench.runner import plan_cells, plan_jobs
+
+    cells = plan_cells(GRID, "smoke", [0, 1, 2], variants=["control", "pixelwise"])
+    assert [c.key for c in cells][:2] == ["control/seed0", "pixelwise/seed0"]  # seed-major
+    jobs = plan_jobs(cells, stack=2)
+    assert [[c.key for c in job.cells] for job in jobs] == [
+        ["control/seed0", "control/seed1"], ["control/seed2"],
+        ["pixelwise/seed0", "pixelwise/seed1"], ["pixelwise/seed2"]]
+    assert jobs[0].key == "control/seeds0,1" and jobs[1].key == "control/seed2"
+    assert [job.cells for job in plan_jobs(cells, stack=1)] == [(c,) for c in cells]
+
+
+def cell_records(store: RunStore, grid: str = "mnist100") -> dict[str, dict]:
+    runs = store.cell_runs(store.find_study(grid_study_name(grid, "smoke")))
+    return {cell: run.record for cell, run in latest_by_cell(runs).items()}
+
+
+def test_stacked_grid_matches_the_sequential_grid(tmp_path, data_root):
+    """Three seeds as one stack give each cell what it gets alone: the same labeled
+    subset and initial losses (grouped convolutions round differently, no more)."""
+    settings = {"variants": ["control"], "overrides": {"train.epochs": "2"},
+                "data_root": data_root, "log": lambda _: None}
+    alone, stacked = RunStore(f"sqlite:///{tmp_path / 'a.db'}"), RunStore(
+        f"sqlite:///{tmp_path / 's.db'}")
+    assert run_grid("mnist100", "smoke", [0, 1, 2], store=alone, stack=1, **settings).finished
+    outcome = run_grid("mnist100", "smoke", [0, 1, 2], store=stacked, stack=3, **settings)
+    assert sorted(outcome.finished) == ["control/seed0", "control/seed1", "control/seed2"]
+    one, three = cell_records(alone), cell_records(stacked)
+    assert set(one) == set(three)
+    for cell in one:
+        assert (one[cell]["throughput"]["stack_size"], three[cell]["throughput"]["stack_size"]) \
+            == (1, 3)
+        assert one[cell]["run_id"] == three[cell]["run_id"]
+        assert one[cell]["labeled_indices"] == three[cell]["labeled_indices"]
+        assert three[cell]["curves"]["supervised_loss"][0] == pytest.approx(
+            one[cell]["curves"]["supervised_loss"][0], rel=1e-4)
+    assert len({r["labeled_indices_sha256"] for r in three.values()}) == 3  # seeds differ
+
+
+class DivergesWhenStacked(Method):
+    """Finite alone, NaN in any stack of several runs: a stack that must be split."""
+
+    uses_unlabeled = False
+
+    def losses(self, logits, batch, epoch):
+        supervised = self.supervised(logits, batch)
+        if self.context.num_runs > 1:
+            supervised = supervised * float("nan")
+        return StepLosses(supervised, torch.zeros(logits.shape[0]))
+
+
+STACK_SPLIT = register_grid(Grid(
+    name="test_stack_split",
+    description="a method that diverges only in stacks",
+    variants=(Variant("control", "test_diverges_stacked", {}),),
+))
+
+
+def test_a_diverging_stack_is_rerun_cell_by_cell(tmp_path, data_root, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "test_diverges_stacked", DivergesWhenStacked)
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    outcome = run_grid("test_stack_split", "smoke", [0, 1], store=store, data_root=data_root,
+                       overrides={"train.epochs": "2"}, stack=2, log=lambda _: None,
+                       checkpoint_dir=tmp_path / "checkpoints")
+    assert sorted(outcome.finished) == ["control/seed0", "control/seed1"] and not outcome.failed
+    records = cell_records(store, "test_stack_split")
+    assert {r["throughput"]["stack_size"] for r in records.values()} == {1}
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # the stack's is gone too
