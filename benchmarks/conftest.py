@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.allocator import keep_freed_memory
 from bench.config import DataConfig
 from bench.data import PreparedData, prepare
 from bench.datasets import MNIST, default_root, fetch
@@ -26,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def one_thread() -> None:
     # One thread: the figures compare with `sslbench bench` and the machine is shared.
     torch.set_num_threads(1)
+    keep_freed_memory()  # as bench.train.train_stack does in every training process
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The stacked CNN: R runs in one pass behave as R independent models."""
 
+import pytest
 import torch
 
 from bench.config import ModelConfig
@@ -87,3 +88,14 @@ def test_leaky_relu_changes_the_output_and_keeps_shapes():
     leaky_out = forward(params, leaky, images, training=False)
     assert leaky_out.shape == relu_out.shape
     assert not torch.allclose(leaky_out, relu_out)
+
+
+def test_the_training_process_keeps_freed_memory_under_glibc():
+    """bench.allocator's settings take on this project's Linux machines (glibc)."""
+    import platform
+
+    from bench.allocator import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: the settings are left alone")
+    assert keep_freed_memory() is True
