@@ -82,16 +82,21 @@ def test_hash_is_stable_and_tracks_every_value():
 
 
 def test_fields_added_later_keep_existing_run_ids():
-    """A run id written before train.precision existed (hash of the config without it) is
-    still the id of the same computation, fp32; any other precision is another run."""
+    """A run id written before train.precision, train.compile and train.cuda_graphs existed
+    (the hash of the config without them) is still the id of the same computation; any other
+    value of them is another run."""
     import hashlib
     import json
 
+    from bench.config import LATER_FIELDS
+
     config = build_config("temporal_ensembling", 3, "quick")
     before = config.to_dict()
-    del before["train"]["precision"]
+    for section, name in LATER_FIELDS:
+        del before[section][name]
     old_id = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":"))
                             .encode()).hexdigest()[:16]
-    assert config.config_hash() == old_id
-    for precision in ("bf16", "auto"):
-        assert with_overrides(config, {"train.precision": precision}).config_hash() != old_id
+    assert config.config_hash() == old_id == "e0d1ab21f4143aaa"  # computed at commit ca451da
+    for key, value in (("train.precision", "bf16"), ("train.precision", "auto"),
+                       ("train.compile", True), ("train.cuda_graphs", True)):
+        assert with_overrides(config, {key: value}).config_hash() != old_id, key
