@@ -19,9 +19,6 @@ from typing import Any, Literal
 
 from bench.errors import ConfigError
 
-# train.precision: see bench.precision.
-PRECISIONS = ("fp32", "bf16", "auto")
-
 # The blog's protocol length; epoch-based lengths in grids are written in these units.
 PAPER_EPOCHS = 300
 
@@ -29,6 +26,7 @@ Normalization = Literal["channelwise", "pixelwise"]
 EnsembleTarget = Literal["raw", "prob"]
 Activation = Literal["relu", "leaky_relu"]
 SupervisedScaling = Literal["labeled", "batch"]
+Precision = Literal["fp32", "bf16", "auto"]  # see bench.precision
 
 # Field metadata marking lengths measured in epochs, scaled with the profile's epochs.
 EPOCH_LENGTH = {"epoch_length": True}
@@ -149,15 +147,13 @@ class TrainConfig:
     beta2: float = 0.99
     # Arithmetic of the training passes: fp32, bf16 (autocast) or auto (bf16 where the
     # device computes it natively). See bench.precision.
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     # Execution switches that leave the math alone (see bench.compiled): torch.compile of the
     # network, and CUDA graphs of it (CUDA only; implies compile).
     compile: bool = False
     cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.precision in PRECISIONS,
-               f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")

@@ -14,10 +14,6 @@ from typing import Any
 
 import torch
 
-from bench.config import PRECISIONS
-
-__all__ = ["PRECISIONS", "native_bf16", "pass_context", "resolve"]
-
 
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 convolutions and matmuls in hardware."""

@@ -179,10 +179,31 @@ def execute_job(config_dicts: Sequence[dict[str, Any]], job_key: str, device_nam
 
     With a checkpoint folder the job resumes from its checkpoint (named by run id and
     seeds), saves every `checkpoint_every` epochs and on SIGTERM/SIGINT, and removes it when
-    finished. A stack that diverges is rerun cell by cell.
+    finished. A stack that diverges is rerun cell by cell, so only the diverging seed is
+    marked; a stop asked meanwhile leaves the cells not yet rerun interrupted.
     """
     _stop.clear()
     _cell_running.set()
+    try:
+        def attempt(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+            return _attempt(configs, job_key, device_name, data_root, checkpoint_dir,
+                            checkpoint_every, progress)
+
+        results = attempt(config_dicts)
+        if len(config_dicts) == 1 or results[0]["status"] != "diverged":
+            return results
+        stopped = {"status": "interrupted", "reason": "interrupted before its rerun"}
+        return [attempt([c])[0] if not _stop.is_set() else stopped for c in config_dicts]
+    finally:
+        _cell_running.clear()
+
+
+def _attempt(config_dicts: Sequence[dict[str, Any]], job_key: str, device_name: str,
+             data_root: str, checkpoint_dir: str | None, checkpoint_every: int,
+             progress: Callable[[str, EpochSummary], None] | None) -> list[dict[str, Any]]:
+    """One training of the configs as one stack; its outcome per cell, never raising."""
+    cells = len(config_dicts)
+    policy = None
     try:
         configs = [config_from_dict(c) for c in config_dicts]
         seeds = [c.seed for c in configs]
@@ -206,21 +227,15 @@ def execute_job(config_dicts: Sequence[dict[str, Any]], job_key: str, device_nam
             policy.path.unlink(missing_ok=True)
         return [{"status": "ok", "record": record} for record in records]
     except Interrupted as stopped:
-        return [{"status": "interrupted", "reason": f"interrupted: {stopped}"}] * len(config_dicts)
+        return [{"status": "interrupted", "reason": f"interrupted: {stopped}"}] * cells
     except DivergedError as error:
-        if len(config_dicts) > 1:  # which seed? each alone says, and the others finish
-            _cell_running.clear()
-            if policy is not None:
-                policy.path.unlink(missing_ok=True)
-            return [execute_cell(c, job_key, device_name, data_root, checkpoint_dir,
-                                 checkpoint_every, progress) for c in config_dicts]
-        return [{"status": "diverged", "reason": str(error)}]
+        if cells > 1 and policy is not None:  # its cells rerun alone: never resumed
+            policy.path.unlink(missing_ok=True)
+        return [{"status": "diverged", "reason": str(error)}] * cells
     except Exception as error:
         detail = traceback.format_exc(limit=8)
         return [{"status": "error", "reason": f"{type(error).__name__}: {error}\n{detail}"}
-                ] * len(config_dicts)
-    finally:
-        _cell_running.clear()
+                ] * cells
 
 
 # -- progress ------------------------------------------------------------------------------

@@ -327,3 +327,28 @@ def test_a_diverging_stack_is_rerun_cell_by_cell(tmp_path, data_root, monkeypatc
     records = cell_records(store, "test_stack_split")
     assert {r["throughput"]["stack_size"] for r in records.values()} == {1}
     assert not list((tmp_path / "checkpoints").glob("*.pt"))  # the stack's is gone too
+
+
+class StoppedWhileStacked(DivergesWhenStacked):
+    """Diverges in stacks, and the user asks to stop while the stack trains."""
+
+    def losses(self, logits, batch, epoch):
+        from bench import runner
+
+        if self.context.num_runs > 1:
+            runner._stop.set()
+        return super().losses(logits, batch, epoch)
+
+
+def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root, monkeypatch):
+    from bench.config import build_config
+    from bench.runner import execute_job
+
+    monkeypatch.setitem(registry._REGISTRY, "test_stopped_stacked", StoppedWhileStacked)
+    configs = [build_config("test_stopped_stacked", seed, "smoke", {"train.epochs": 2}).to_dict()
+               for seed in (0, 1)]
+    epochs: list[str] = []
+    results = execute_job(configs, "control/seeds0,1", "cpu", str(data_root),
+                          progress=lambda key, summary: epochs.append(key))
+    assert [r["status"] for r in results] == ["interrupted", "interrupted"]
+    assert epochs == []  # no cell was rerun alone: the stack diverged in its first epoch

@@ -81,11 +81,20 @@ def test_bf16_passes_round_but_track_fp32(data_root):
     assert bf16.labeled_indices == fp32.labeled_indices
 
 
-def test_auto_precision_is_bf16_exactly_where_the_device_has_it():
+def test_auto_precision_is_bf16_exactly_where_the_device_has_it(data_root):
     from bench.precision import native_bf16, resolve
 
     assert resolve("auto", CPU) == ("bf16" if native_bf16(CPU) else "fp32")
     assert resolve("fp32", CPU) == "fp32" and resolve("bf16", CPU) == "bf16"
+    # And a run with auto computes exactly what the run of the resolved precision does.
+    expected = "bf16" if native_bf16(CPU) else "fp32"
+    auto = single_run(short(train__epochs=2, train__precision="auto"), device=CPU,
+                      data_root=data_root)
+    same = single_run(short(train__epochs=2, train__precision=expected), device=CPU,
+                      data_root=data_root)
+    assert auto.precision == expected
+    assert auto.curves["supervised_loss"] == same.curves["supervised_loss"]
+    assert auto.curves["unsupervised_loss"] == same.curves["unsupervised_loss"]
 
 
 def test_compiled_network_computes_what_the_eager_one_does(data_root):
