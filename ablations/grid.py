@@ -22,12 +22,30 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Published:
+    """Published per-seed results a variant reproduces, in accuracy points."""
+
+    values: tuple[float, ...]  # one per published seed; a single value: a rounded figure
+    source: str
+    # Which per-run figure the publication reports: `lowest_train_loss` (the blog's: test
+    # accuracy at the epoch of lowest training loss) or `final`.
+    metric: str = "lowest_train_loss"
+    profile: str = "paper"  # the protocol the values were obtained under
+
+
+@dataclass(frozen=True)
 class Grid:
     name: str
     description: str
     variants: tuple[Variant, ...]
     control: str = "control"
     default_seeds: int = 5
+    # The comparisons that form the grid's question (variant names); Holm adjusts over
+    # these. Other compared variants are reference checks, each tested at alpha alone.
+    # None: every compared variant is in the family.
+    family: tuple[str, ...] | None = None
+    # Published values that variants reproduce: the report's "Reproduction" section.
+    references: Mapping[str, Published] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -39,6 +57,15 @@ class Grid:
             if variant.baseline is not None and variant.baseline not in names:
                 raise ValueError(f"grid {self.name!r}: variant {variant.name!r} is compared "
                                  f"with {variant.baseline!r}, which is not a variant")
+        for name in (*(self.family or ()), *self.references):
+            if name not in names:
+                raise ValueError(f"grid {self.name!r} names {name!r} in its family or "
+                                 f"references, which is not a variant")
+
+    def in_family(self, name: str) -> bool:
+        """Whether the comparison of `name` with its baseline is part of the question."""
+        return self.baseline_of(name) is not None and (self.family is None
+                                                       or name in self.family)
 
     def baseline_of(self, name: str) -> str | None:
         """The variant `name` is compared with, or None when it is not compared."""

@@ -201,7 +201,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_writable(out)
-    path = write_report(RunStore(args.storage, create=False), args.grid, args.profile, out)
+    path = write_report(RunStore(args.storage, create=False), args.grid, args.profile, out,
+                        metric=args.metric, sesoi=args.sesoi)
     print(f"report written: {path}")
     return 0
 
@@ -319,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--profile", help="which profile's runs (default: the only one stored)")
     report.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
     report.add_argument("--out", default="report", help="output folder (default ./report)")
+    report.add_argument("--metric", default="tail_median",
+                        choices=["tail_median", "final", "lowest_train_loss"],
+                        help="per-run headline: median over the last 10%% of epochs (default), "
+                             "the last epoch, or the epoch of lowest training loss (the blog's)")
+    report.add_argument("--sesoi", type=float, default=1.0, metavar="POINTS",
+                        help="smallest effect of interest in accuracy points: the equivalence "
+                             "margin of the verdicts (default 1.0)")
     report.set_defaults(func=cmd_report)
 
     from bench import speed

@@ -27,6 +27,7 @@ EnsembleTarget = Literal["raw", "prob"]
 Activation = Literal["relu", "leaky_relu"]
 SupervisedScaling = Literal["labeled", "batch"]
 Precision = Literal["fp32", "bf16", "auto"]  # see bench.precision
+Batches = Literal["all", "fixed", "labeled"]  # see bench.sampling
 
 # Field metadata marking lengths measured in epochs, scaled with the profile's epochs.
 EPOCH_LENGTH = {"epoch_length": True}
@@ -152,9 +153,21 @@ class TrainConfig:
     # network, and CUDA graphs of it (CUDA only; implies compile).
     compile: bool = False
     cuda_graphs: bool = False
+    # Which images each batch holds (bench.sampling): a plain shuffle of all of them (the
+    # blog), `labeled_per_batch` labeled ones in every batch (mean teacher's sampler), or the
+    # labeled ones alone (the classic supervised baseline).
+    batches: Batches = "all"
+    labeled_per_batch: int = 10
+    # Optimizer steps per epoch; none: ceil(training images / batch size), the SSL
+    # pipeline's count, so that every method and composition gets the same steps.
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+        _check(self.labeled_per_batch > 0,
+               f"train.labeled_per_batch must be > 0, got {self.labeled_per_batch}")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch > 0,
+               f"train.steps_per_epoch must be > 0 or none, got {self.steps_per_epoch}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
@@ -164,7 +177,15 @@ class TrainConfig:
 # Fields added after the first stores were written, with the value that computes what the
 # code did before they existed: left out of the run id at that value (see config_hash).
 LATER_FIELDS: dict[tuple[str, str], object] = {
-    ("train", "precision"): "fp32", ("train", "compile"): False, ("train", "cuda_graphs"): False}
+    ("train", "precision"): "fp32", ("train", "compile"): False, ("train", "cuda_graphs"): False,
+    ("train", "batches"): "all", ("train", "labeled_per_batch"): 10,
+    ("train", "steps_per_epoch"): None}
+
+# Methods renamed after stores were written: the run id hashes the old name, so stored
+# cells keep their ids. `supervised` meant the SSL pipeline with the consistency term
+# removed until the classic baseline (the labeled images alone) took the name; that
+# baseline always has train.batches=labeled in its id, so the two never share one.
+HASHED_AS: dict[str, str] = {"supervised_pipeline": "supervised"}
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,20 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        from methods import get_method
+
+        method = get_method(self.method.name)
+        if method.labeled_only:
+            _check(self.train.batches == "labeled",
+                   f"method {self.method.name} trains on the labeled images alone "
+                   f"(train.batches=labeled); the SSL pipeline over all images without the "
+                   f"consistency term is method supervised_pipeline")
+        else:
+            _check(self.train.batches != "labeled",
+                   f"train.batches=labeled trains on the labeled images alone, which only "
+                   f"the supervised baseline does; method {self.method.name} needs all or fixed")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,6 +220,7 @@ class RunConfig:
         the value that reproduces the older code, so existing stores keep their run ids.
         """
         values = self.to_dict()
+        values["method"]["name"] = HASHED_AS.get(self.method.name, self.method.name)
         for (section, name), old_behaviour in LATER_FIELDS.items():
             if values[section][name] == old_behaviour:
                 del values[section][name]
@@ -348,8 +384,19 @@ def parse_set_args(items: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def legacy_method_name(config: Mapping[str, Any]) -> str:
+    """The method a stored config dict means today: a config stored before train.batches
+    existed with method `supervised` is the SSL pipeline baseline, `supervised_pipeline`."""
+    name = str(config.get("method", {}).get("name", ""))
+    if name == "supervised" and "batches" not in config.get("train", {}):
+        return "supervised_pipeline"
+    return name
+
+
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from `RunConfig.to_dict()` output (as stored in a record)."""
+    """Rebuild a RunConfig from `RunConfig.to_dict()` output (as stored in a record); a
+    config stored under an older meaning of its method name gets today's name."""
+    data = {**data, "method": {**data.get("method", {}), "name": legacy_method_name(data)}}
     run_types = _section_types(RunConfig)
     kwargs: dict[str, Any] = {"seed": int(data["seed"])}
     for name, section_cls in run_types.items():
@@ -368,10 +415,14 @@ def build_config(method: str, seed: int, profile: str,
                  variant_overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Defaults -> the method's defaults -> variant overrides (paper units) -> profile ->
     `--set` overrides."""
-    from methods import get_method
+    from methods import get_method, method_names
 
-    config = with_overrides(RunConfig(seed=seed), {"method.name": method})
-    config = with_overrides(config, get_method(method).default_overrides)
+    _check(method in method_names(),
+           f"unknown method {method!r}; choose one of: {', '.join(method_names())}")
+    # One step: a method's own defaults (the classic baseline's train.batches=labeled) must
+    # arrive with its name, or the config in between would be refused.
+    config = with_overrides(RunConfig(seed=seed),
+                            {"method.name": method, **get_method(method).default_overrides})
     config = with_overrides(config, variant_overrides or {})
     config = apply_profile(config, get_profile(profile))
     return with_overrides(config, overrides or {})

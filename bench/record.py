@@ -22,7 +22,7 @@ from bench.config import RunConfig
 from bench.throughput import device_name, steady_median
 from bench.train import RunResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `schedule` (which images the batches held, the step count)
 # A run whose final accuracy is under twice chance has collapsed (the blog's "cursed
 # local minima"): it is kept, flagged and counted, never dropped.
 COLLAPSE_FACTOR_OF_CHANCE = 2.0
@@ -104,6 +104,8 @@ def build_record(config: RunConfig, result: RunResult, device: torch.device,
             "precision": result.precision,  # train.precision as resolved on this device
             "total_seconds": sum(curves["epoch_seconds"]) + sum(curves["eval_seconds"]),
         },
+        # Which images each batch held and how many optimizer steps the run took.
+        "schedule": result.schedule,
         "curves": {k: v for k, v in curves.items() if k != "peak_memory_mib"},
         "environment": environment(device),
         "started_at": started_at.isoformat(timespec="seconds"),

@@ -26,6 +26,7 @@ from bench.data import PreparedData, prepare
 from bench.errors import DivergedError
 from bench.model import augment, forward, init_params, predict
 from bench.precision import pass_context, resolve
+from bench.sampling import batch_plan, epoch_order
 from bench.seeds import generator
 from bench.throughput import peak_memory_mib, reset_peak_memory
 from methods import Batch, MethodContext, get_method
@@ -78,6 +79,8 @@ class RunResult:
     final_test_accuracy: float = math.nan
     stack_size: int = 1
     precision: str = "fp32"  # the training passes' arithmetic, `train.precision` resolved
+    # Which images the batches held and how many optimizer steps were taken (bench.sampling).
+    schedule: dict[str, Any] = field(default_factory=dict)
 
 
 CURVE_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy")
@@ -122,13 +125,18 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
     precision = resolve(cfg_train.precision, device)
     network_fn = network_for(cfg_train, device)  # UserError: CUDA graphs without CUDA
 
+    plan = batch_plan(cfg_train, num_train, config.data.num_labels)  # which images, how many
+    batch_size, steps = plan.batch_size, plan.steps
+    schedule = {"batches": plan.batches, "steps_per_epoch": steps, "batch_size": batch_size,
+                "labeled_per_batch": plan.labeled_per_batch,
+                "images_per_epoch": plan.images_per_epoch,
+                "total_steps": steps * cfg_train.epochs}
     results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs,
-                         precision=precision) for i, s in enumerate(seeds)]
+                         precision=precision, schedule=dict(schedule))
+               for i, s in enumerate(seeds)]
     curves: dict[str, list[list[float]]] = {k: [] for k in (*CURVE_KEYS, "val_accuracy")}
     shared: dict[str, list[float]] = {"weight": [], "epoch_seconds": [], "eval_seconds": [],
                                       "train_images_per_s": []}
-    batch_size = cfg_train.batch_size
-    steps = math.ceil(num_train / batch_size)
     run_id = config.config_hash()  # the seed field aside, all runs of a stack share it
     generators = {"order": order_gens, "noise": noise_gens, "dropout": dropout_gens,
                   "augment": augment_gens}
@@ -167,8 +175,7 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
         first_step, start_step = start_step, 0
         if first_step == 0:
             sums = torch.zeros(3, runs, device=device)
-            order = torch.stack([torch.randperm(num_train, generator=g)
-                                 for g in order_gens]).to(device)
+            order = epoch_order(plan, data.labeled_indices, num_train, order_gens).to(device)
         assert order is not None
         epoch_start = time.perf_counter()
         for step in range(first_step, steps):
@@ -228,7 +235,7 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
             curves["test_accuracy"].append(test_acc)
         if val_acc is not None:
             curves["val_accuracy"].append(val_acc)
-        images_per_s = runs * num_train / epoch_seconds
+        images_per_s = runs * plan.images_per_epoch / epoch_seconds
         for key, value in (("weight", weight), ("epoch_seconds", epoch_seconds),
                            ("eval_seconds", eval_seconds), ("train_images_per_s", images_per_s)):
             shared[key].append(value)

@@ -57,6 +57,9 @@ class Method:
     name: ClassVar[str] = "base"
     # Whether the method has an unsupervised term; the supervised baseline has none.
     uses_unlabeled: ClassVar[bool] = True
+    # Whether its batches hold the labeled images alone (train.batches=labeled): the classic
+    # supervised baseline. Every other method iterates the whole training set.
+    labeled_only: ClassVar[bool] = False
     # The method's own defaults (e.g. its weight w_max), applied before grid and --set.
     default_overrides: ClassVar[dict[str, Any]] = {}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from ablations.grid import Grid, Variant
 from bench.errors import ConfigError, UserError
 from bench.store import CellRun, RunStore, grid_study_name, latest_by_cell
 from reports import figures, tables
+from reports.stats import ALPHA, DEFAULT_SESOI
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -99,7 +99,7 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
         f"- git commit: {', '.join(commits)}",
         f"- runs from {started} to {finished}; total training and evaluation time "
         f"{compute_h:.2f} h (summed over runs)",
-        f"- store: `{store_url}`; report generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- store: `{store_url}`",
     ]
 
 
@@ -117,21 +117,72 @@ def _grid(store: RunStore, name: str, profile: str) -> Grid:
                     variants=tuple(Variant(**v) for v in stored), control=stored[0]["name"])
 
 
-def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path) -> Path:
-    """Write report.md, CSV tables and PNG figures into `out`; return report.md's path."""
+PAIRED_NOTE = (
+    "Pairs are the seeds where both runs finished and neither collapsed (`dropped_seeds`: "
+    "the others). `mean_diff` in points (variant - baseline) with its 95% paired t interval; "
+    "`t_p` paired t-test, `wilcoxon_p` Wilcoxon signed-rank (exact; with n <= 5 it cannot "
+    "go below 0.0625); `holm_p` the t-test p Holm-adjusted; `tost_holm_p` the Holm-adjusted "
+    "two one-sided tests of equivalence within ±{sesoi:g} points; `wins`: seeds on which the "
+    "variant beat its baseline; `p_improve`: the probability that it does on a seed, with a "
+    "seeded bootstrap interval; `detectable`: the effect these seeds detect with 80% power "
+    "at alpha; `collapses` (variant vs baseline) compared by an exact McNemar test "
+    "(`collapse_p`). Verdict: better or worse when `holm_p` < alpha, equivalent when "
+    "`tost_holm_p` < alpha, else inconclusive with what could have been detected.")
+
+
+def _paired_table(paired: pd.DataFrame) -> str:
+    shown = paired.drop(columns=["decision", "wilcoxon_p", "d_z", "tost_p", "p_improve_low",
+                                 "p_improve_high", "sd_diff"])
+    return markdown_table(shown, {"n": 0, "t_p": 4, "holm_p": 4, "tost_holm_p": 4,
+                                  "collapse_p": 3, "detectable": 1})
+
+
+def _reproduction_section(reproduced: pd.DataFrame) -> list[str]:
+    if reproduced.empty:
+        return []
+    return [
+        "## Reproduction",
+        markdown_table(reproduced.drop(columns=["p"]), {"n": 0, "published_n": 0}),
+        "",
+        "Ours (runs that did not collapse) beside the published values, for each per-run "
+        "figure; the published figure is marked. `diff` = ours - published in points, with "
+        "its 95% Welch interval against the published seeds (a one-sample t interval against "
+        "a single published figure); `published_sd_ddof0` is the population sd, as published.",
+        "",
+    ]
+
+
+def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
+                 metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI) -> Path:
+    """Write report.md, CSV tables and PNG figures into `out`; return report.md's path.
+
+    `metric` is the per-run headline (tables.METRICS); `sesoi` the smallest effect of
+    interest in points, the equivalence margin of the verdicts."""
+    if not (math.isfinite(sesoi) and sesoi > 0):
+        raise UserError(f"--sesoi must be a positive number of accuracy points, got {sesoi}")
     if not any(n.startswith(f"grid:{grid_name}:") for n in store.study_names()):
         get_grid(grid_name)  # an unknown grid is named as such before anything else
     profile = resolve_profile(store, grid_name, profile)
     grid = _grid(store, grid_name, profile)
     runs = load_runs(store, grid_name, profile)
-    frame = tables.runs_frame(runs)
+    frame = tables.runs_frame(runs, metric)
     if frame.empty:
         raise UserError(f"no finished runs of grid {grid_name!r} ({profile}) in {store.url} yet")
     order = [v.name for v in grid.variants if v.name in set(frame["variant"])]
+    # Variants the store holds that the grid no longer defines (cells of an older meaning,
+    # relabeled when read) are shown as references, never dropped.
+    undefined = sorted(set(frame["variant"]) - set(order))
+    order += undefined
     summary = tables.variant_summary(frame, order)
     seeds = tables.per_seed(frame, order)
-    paired = tables.paired_against_baselines(frame, order,
-                                             {v: grid.baseline_of(v) for v in order})
+    defined = {v.name for v in grid.variants}
+    baselines = {v: grid.baseline_of(v) if v in defined else None for v in order}
+    family = [v for v in order if v in defined and grid.in_family(v)]
+    checks = [v for v in order if baselines[v] is not None and v not in family]
+    paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi)
+    references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
+                                                 adjust=False)
+    reproduced = tables.reproduction(frame, grid.references, profile)
     labels = tables.by_labels(frame)
     several_budgets = frame["num_labels"].nunique() > 1
     speed = tables.throughput(frame, order)
@@ -140,14 +191,16 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
 
     out.mkdir(parents=True, exist_ok=True)
     for name, table in (("runs", frame), ("summary", summary), ("per_seed", seeds),
-                        ("paired", paired), ("throughput", speed), ("failures", failures),
-                        ("by_labels", labels)):
+                        ("paired", paired), ("reference_checks", references),
+                        ("reproduction", reproduced), ("throughput", speed),
+                        ("failures", failures), ("by_labels", labels)):
         table.to_csv(out / f"{name}.csv", index=name == "per_seed")
     figs = [figures.accuracy_strip(frame, order, out / "accuracy.png"),
             figures.learning_curves(curves, order, out / "curves.png"),
             figures.throughput_bars(speed, out / "throughput.png")]
-    if not paired.empty:
-        figs.insert(1, figures.paired_forest(paired, out / "paired.png"))
+    compared = pd.concat([paired, references], ignore_index=True)
+    if not compared.empty:
+        figs.insert(1, figures.paired_forest(compared, seeds, out / "paired.png"))
     if several_budgets:
         figs.insert(0, figures.accuracy_by_labels(frame, out / "accuracy_by_labels.png"))
 
@@ -155,11 +208,21 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         f"- `{v.name}` ({v.method}): {v.description}"
         + (f"; compared with `{b}`" if (b := grid.baseline_of(v.name)) else "; reference")
         for v in grid.variants)
+    relabeled = sorted({r.variant for r in runs
+                        if r.record is not None and r.record.get("relabeled_from")})
+    if relabeled or undefined:
+        variants += "\n" + "\n".join(
+            [f"- `{name}`: stored cells of the SSL pipeline baseline (`supervised_pipeline`), "
+             f"written when that baseline was called `supervised`; relabeled when read, "
+             f"never taken for the classic baseline" for name in relabeled]
+            + [f"- `{name}`: held by the store, not defined by the grid now; shown as a "
+               f"reference" for name in undefined if name not in relabeled])
     labels_section = [
         "## Accuracy against the number of labels",
         markdown_table(labels, {"num_labels": 0, "n": 0, "collapses": 0}),
         "",
-        "Mean test accuracy (%) over seeds per method and label count, 95% bootstrap CI.",
+        "Mean test accuracy (%) per method and label count over the runs that did not "
+        "collapse, with its 95% t interval; `n` counts every run, `collapses` the failed ones.",
         "",
     ] if several_budgets else []
     lines = [
@@ -170,31 +233,43 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         "## Protocol",
         *_protocol(runs, grid_name, profile, store.url),
         "",
-        "Accuracy: % of the test images at the last epoch (the headline). "
-        "`blog_figure_mean`: the blog's own figure, test accuracy at the epoch with the lowest "
-        "training loss, averaged over seeds. A collapse is a final accuracy under twice chance.",
+        f"- headline per run: `{metric}`, {tables.METRICS[metric]}; smallest effect of "
+        f"interest δ = {sesoi:g} points (`--sesoi`); alpha {ALPHA}, power 80%",
+        "",
+        "Accuracy is % of the test images. A run collapses when its last-epoch accuracy is "
+        "under twice chance: it is counted as a failure, its rate given with an exact "
+        "interval, and it enters no mean, interval or paired test below.",
         "",
         "## Variants",
         variants,
         "",
         "## Accuracy per variant",
-        markdown_table(summary, {"n": 0, "collapses": 0}),
+        markdown_table(summary, {"n": 0, "collapses": 0, "n_ok": 0, "collapse_rate": 1,
+                                 "rate_ci_low": 1, "rate_ci_high": 1}),
         "",
-        "95% CI: percentile bootstrap of the mean over seeds (10,000 resamples).",
+        "`collapses` of `n` runs, `collapse_rate` (%) with its 95% Clopper-Pearson interval "
+        "(`rate_ci_low`, `rate_ci_high`); `mean_all` over every run, collapsed ones included; "
+        "then over the `n_ok` runs that did not collapse: `mean` with its 95% t interval "
+        "(`t_ci_low`, `t_ci_high`; none below 2 runs), `std`, `median`, range, and the means "
+        "of the last-epoch figure and of the blog's (lowest training loss).",
         "",
         "## Accuracy per seed",
         markdown_table(seeds, index=True),
         "",
         *labels_section,
-        "## Paired against each variant's baseline",
-        markdown_table(paired, {"t_p": 4, "wilcoxon_p": 4, "holm_p": 4}) if not paired.empty
-        else "No variant shares seeds with its baseline yet.",
+        *_reproduction_section(reproduced),
+        "## The question: each variant against its baseline",
+        _paired_table(paired) if not paired.empty
+        else "No variant of the family shares seeds with its baseline yet.",
         "",
-        "`mean_diff` in accuracy points (variant - baseline) over the seeds both finished, "
-        "95% CI from the paired t distribution; `t_p` paired t-test, `wilcoxon_p` Wilcoxon "
-        "signed-rank (exact; with n <= 5 it cannot go below 0.0625), `holm_p` the t-test p "
-        "Holm-adjusted over the variants; `d_z` = mean / sd of the differences. The verdict "
-        "uses `holm_p` at 0.05.",
+        f"Holm adjusts over these {len(paired)} comparisons, the grid's declared question. "
+        + PAIRED_NOTE.format(sesoi=sesoi),
+        "",
+        "## Reference checks",
+        _paired_table(references) if not references.empty else "None.",
+        "",
+        "Each reference check (a baseline against the control, say) is tested alone at "
+        "alpha, outside the family. " + PAIRED_NOTE.format(sesoi=sesoi),
         "",
         "## Throughput per variant",
         markdown_table(speed, {"runs": 0, "stack": 0, "train_images_per_s": 0,

@@ -23,56 +23,109 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _legend_outside(axes: plt.Axes, title: str) -> None:
+    """The legend right of the axes, where it can cover no data."""
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        axes.legend(handles, labels, title=title, fontsize=8, loc="upper left",
+                    bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def accuracy_strip(frame: pd.DataFrame, order: Sequence[str], path: Path) -> Path:
-    """Per-seed test accuracy per variant: points over a box."""
-    figure, axes = plt.subplots(figsize=(max(6, 1.1 * len(order)), 4))
-    sns.boxplot(data=frame, x="variant", y="accuracy", order=order, color="0.9", ax=axes,
+    """Per-seed accuracy per variant, the axis zoomed to the runs that did not collapse;
+    collapsed runs sit in their own marked strip on the right, never inside the band."""
+    fine, failed = frame[~frame["collapsed"]], frame[frame["collapsed"]]
+    figure, (axes, strip) = plt.subplots(
+        1, 2, figsize=(max(7, 1.1 * len(order) + 2.5), 4.2), sharey=False,
+        gridspec_kw={"width_ratios": [max(3, len(order)), 1.2]})
+    sns.boxplot(data=fine, x="variant", y="accuracy", order=order, color="0.9", ax=axes,
                 showfliers=False)
-    sns.stripplot(data=frame, x="variant", y="accuracy", order=order, hue="seed",
+    sns.stripplot(data=fine, x="variant", y="accuracy", order=order, hue="seed",
                   palette="tab10", size=7, jitter=0.15, ax=axes)
-    axes.set(xlabel="", ylabel="test accuracy (%)", title="Final test accuracy per seed")
+    if not fine.empty:
+        low, high = fine["accuracy"].min(), fine["accuracy"].max()
+        pad = max(0.5, 0.08 * (high - low))
+        axes.set_ylim(low - pad, high + pad)
+    axes.set(xlabel="", ylabel="test accuracy (%)",
+             title="Accuracy per seed (runs that did not collapse)")
     axes.tick_params(axis="x", rotation=30)
-    axes.legend(title="seed", fontsize=8, loc="lower left")
+    _legend_outside(axes, "seed")
+    strip.scatter([f"{v}/s{s}" for v, s in zip(failed["variant"], failed["seed"], strict=True)],
+                  failed["accuracy"], marker="x", color="tab:red", s=50)
+    strip.set_ylim(0, 30)
+    strip.set(title=f"collapsed: {len(failed)}", ylabel="test accuracy (%)")
+    strip.tick_params(axis="x", rotation=60, labelsize=7)
+    if failed.empty:
+        strip.text(0.5, 0.5, "none", ha="center", va="center", transform=strip.transAxes)
+        strip.set_xticks([])
     return _save(figure, path)
 
 
-def paired_forest(paired: pd.DataFrame, path: Path) -> Path:
-    """Mean paired difference to each variant's baseline with its 95% t interval."""
-    figure, axes = plt.subplots(figsize=(7, 0.5 * max(2, len(paired)) + 1.2))
-    y = range(len(paired))
-    axes.errorbar(paired["mean_diff"], list(y),
-                  xerr=[paired["mean_diff"] - paired["ci_low"],
-                        paired["ci_high"] - paired["mean_diff"]],
-                  fmt="o", color="tab:blue", capsize=4)
+def paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame, path: Path) -> Path:
+    """Per comparison: each seed's difference as a dot over the mean difference and its
+    95% t interval; an interval cut at the axis limits is marked with an arrow."""
+    figure, axes = plt.subplots(figsize=(8, 0.55 * max(2, len(paired)) + 1.4))
+    rows = list(range(len(paired)))
+    dots = []
+    for row, item in zip(rows, paired.itertuples(), strict=True):
+        both = per_seed[[item.baseline, item.variant]].dropna()
+        dropped = {int(s) for s in str(item.dropped_seeds).split()} if item.dropped_seeds else set()
+        both = both[[s not in dropped for s in both.index]]
+        diffs = (both[item.variant] - both[item.baseline]).to_numpy()
+        dots += list(diffs)
+        axes.scatter(diffs, [row] * len(diffs), color="0.45", s=14, zorder=3,
+                     label="one seed" if row == 0 else None)
+    means = paired["mean_diff"].to_numpy()
+    finite = [v for v in [*dots, *means] if v == v]
+    span = (min(finite, default=-1.0) - 1.0, max(finite, default=1.0) + 1.0)
+    axes.set_xlim(*span)
+    for row, item in zip(rows, paired.itertuples(), strict=True):
+        low, high = item.ci_low, item.ci_high
+        if low == low and high == high:
+            axes.plot([max(low, span[0]), min(high, span[1])], [row, row], color="tab:blue",
+                      linewidth=2, zorder=2, label="95% t interval" if row == 0 else None)
+            for edge, clipped, marker in ((span[0], low < span[0], "<"),
+                                          (span[1], high > span[1], ">")):
+                if clipped:
+                    axes.plot([edge], [row], marker=marker, color="tab:blue", markersize=9)
+        axes.plot([item.mean_diff], [row], "D", color="tab:blue", zorder=4,
+                  label="mean difference" if row == 0 else None)
     axes.axvline(0, color="0.4", linestyle="--", linewidth=1)
-    # A difference of two accuracies lies in [-100, 100] points; t intervals from very few
-    # seeds can reach past that and are cut at the edge.
-    low = paired["ci_low"].fillna(paired["mean_diff"]).min()
-    high = paired["ci_high"].fillna(paired["mean_diff"]).max()
-    axes.set_xlim(max(-100.0, low - 1.0), min(100.0, high + 1.0))
-    axes.set_yticks(list(y), [f"{v} - {b}" for v, b in
-                              zip(paired["variant"], paired["baseline"], strict=True)])
+    axes.set_yticks(rows, [f"{v} - {b}" for v, b in
+                           zip(paired["variant"], paired["baseline"], strict=True)])
     axes.invert_yaxis()
-    axes.set(xlabel="accuracy difference to the baseline (points, 95% CI)",
+    axes.set(xlabel="accuracy difference to the baseline (points); arrows: interval cut",
              title="Paired differences (same seeds, same labeled subsets)")
+    _legend_outside(axes, "")
     return _save(figure, path)
 
 
 def learning_curves(curves: pd.DataFrame, order: Sequence[str], path: Path) -> Path:
-    """Per-epoch curves, mean over seeds with a band (95% CI of the mean over seeds)."""
+    """Per-epoch curves: each run as a thin line, the median over runs as a thick one."""
     metrics = [("test_accuracy", "test accuracy (%)"), ("supervised_loss", "supervised loss"),
                ("unsupervised_loss", "unsupervised loss"), ("weight", "unsupervised weight w")]
-    figure, grid = plt.subplots(2, 2, figsize=(12, 8))
+    figure, grid = plt.subplots(2, 2, figsize=(13, 8))
+    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=False))
     for axes, (metric, label) in zip(grid.flat, metrics, strict=True):
         part = curves[curves["metric"] == metric]
-        sns.lineplot(data=part, x="epoch", y="value", hue="variant", hue_order=order,
-                     errorbar=("ci", 95), ax=axes, legend=metric == "test_accuracy")
-        axes.set(ylabel=label, title=label)
+        for variant in order:
+            runs = part[part["variant"] == variant]
+            if runs.empty:
+                continue
+            color = palette.get(variant, "0.3")
+            for _, run in runs.groupby("seed"):
+                axes.plot(run["epoch"], run["value"], color=color, linewidth=0.6, alpha=0.45)
+            median = runs.groupby("epoch")["value"].median()
+            axes.plot(median.index, median.to_numpy(), color=color, linewidth=2.0,
+                      label=variant)
+        axes.set(xlabel="epoch", ylabel=label, title=f"{label}: runs (thin), median (thick)")
         if metric.endswith("loss"):
             # Losses span decades and the baseline's unsupervised loss is exactly 0:
             # linear below 1e-4, logarithmic above, never negative.
             axes.set_yscale("symlog", linthresh=1e-4)
             axes.set_ylim(bottom=0)
+        if metric == "test_accuracy":
+            _legend_outside(axes, "variant")
     return _save(figure, path)
 
 
@@ -90,7 +143,7 @@ def accuracy_by_labels(frame: pd.DataFrame, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=frame, x="num_labels", y="accuracy", hue="method", style="method",
                  markers=True, dashes=False, errorbar=("ci", 95), err_style="bars",
-                 ax=axes)
+                 seed=0, ax=axes)  # seeded bootstrap: a rebuilt report is identical
     ks = sorted(frame["num_labels"].unique())
     axes.set_xscale("log")
     axes.set_xticks(ks, [str(k) for k in ks])

@@ -114,10 +114,152 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def verdict(mean_diff: float, p_adjusted: float, n: int, alpha: float = ALPHA) -> str:
-    """Plain words: better / worse than control, or no detectable difference."""
-    if math.isnan(p_adjusted):
-        return f"undetermined (n={n}: too few seeds or no spread)"
+# ---------------------------------------------------------------------------------------
+# Intervals, rates, power and verdicts that say what the seeds can show.
+# Power, TOST and exact binomial intervals come from statsmodels; the tests check them by
+# hand on small arrays.
+
+POWER = 0.8
+DEFAULT_SESOI = 1.0  # points of accuracy: the smallest effect of interest, `--sesoi`
+
+
+def t_interval(values: Sequence[float] | np.ndarray,
+               confidence: float = 0.95) -> tuple[float, float]:
+    """The t interval of the mean; (nan, nan) for n < 2, the point itself without spread."""
+    data = np.asarray(values, dtype=float)
+    if data.size < 2:
+        return (math.nan, math.nan)
+    sd = float(data.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=data.size - 1)) * sd / math.sqrt(data.size)
+    return (float(data.mean()) - half, float(data.mean()) + half)
+
+
+def clopper_pearson(successes: int, trials: int,
+                    confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a rate, as fractions; (nan, nan) for 0 trials."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if trials == 0:
+        return (math.nan, math.nan)
+    low, high = proportion_confint(successes, trials, alpha=1 - confidence, method="beta")
+    return (float(low), float(high))
+
+
+def tail_median(curve: Sequence[float], fraction: float = 0.1, minimum: int = 3) -> float:
+    """The median of the last `fraction` of a per-epoch curve (at least `minimum` epochs,
+    at most all of them): a per-run figure that is not one noisy epoch."""
+    if not curve:
+        return math.nan
+    count = min(len(curve), max(minimum, math.ceil(fraction * len(curve))))
+    return float(np.median(np.asarray(curve[-count:], dtype=float)))
+
+
+def detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference a two-sided paired t-test at `alpha` detects with
+    probability `power` from n pairs whose differences have standard deviation `sd`
+    (statsmodels' noncentral-t power); nan when n < 2 or sd is unknown."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                 alternative="two-sided")
+    return float(d) * sd
+
+
+def seeds_needed(sd: float, effect: float, alpha: float = ALPHA, power: float = POWER,
+                 max_seeds: int = 10_000) -> int | None:
+    """Pairs a two-sided paired t-test at `alpha` needs to detect `effect` with `power`."""
+    from statsmodels.stats.power import TTestPower
+
+    if not (math.isfinite(sd) and sd > 0 and effect > 0):
+        return None
+    n = TTestPower().solve_power(effect_size=effect / sd, nobs=None, alpha=alpha, power=power,
+                                 alternative="two-sided")
+    n = math.ceil(float(n))
+    return max(2, n) if n <= max_seeds else None
+
+
+def tost_paired(baseline: Sequence[float], variant: Sequence[float], delta: float) -> float:
+    """Two one-sided tests of equivalence within +-delta points of the mean paired
+    difference: the larger one-sided p (small: equivalent). nan for n < 2 or no spread."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    a = np.asarray(baseline, dtype=float)
+    b = np.asarray(variant, dtype=float)
+    d = b - a
+    if d.size < 2:
+        return math.nan
+    if float(d.std(ddof=1)) == 0:
+        return 0.0 if abs(float(d.mean())) < delta else 1.0
+    p, _, _ = ttost_paired(b, a, -delta, delta)
+    return float(p)
+
+
+def probability_of_improvement(diffs: Sequence[float] | np.ndarray, n_resamples: int = 10_000,
+                               seed: int = 0) -> tuple[float, float, float]:
+    """P(variant beats its baseline on a seed), ties count half, with a seeded percentile
+    bootstrap interval over seeds (95%). (nan, nan, nan) without seeds."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size == 0:
+        return (math.nan, math.nan, math.nan)
+    scores = (d > 0) + 0.5 * (d == 0)
+    rng = np.random.default_rng(seed)
+    resampled = scores[rng.integers(0, d.size, size=(n_resamples, d.size))].mean(axis=1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return (float(scores.mean()), float(low), float(high))
+
+
+def paired_rate_p(baseline_failed: Sequence[bool], variant_failed: Sequence[bool]) -> float:
+    """Exact McNemar test of a paired difference in failure (collapse) rates: a binomial
+    test on the seeds where exactly one of the two failed. 1.0 when none differ."""
+    a = np.asarray(baseline_failed, dtype=bool)
+    b = np.asarray(variant_failed, dtype=bool)
+    only_variant, only_baseline = int(np.sum(b & ~a)), int(np.sum(a & ~b))
+    if only_variant + only_baseline == 0:
+        return 1.0
+    return float(stats.binomtest(only_variant, only_variant + only_baseline, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class Decision:
+    word: str  # better | worse | equivalent | inconclusive | undetermined
+    text: str
+
+
+def decision_word(mean_diff: float, p_adjusted: float, tost_adjusted: float, n: int,
+                  alpha: float = ALPHA) -> str:
+    """better | worse | equivalent | inconclusive | undetermined (see `decide`)."""
+    if n < 2 or math.isnan(p_adjusted):
+        return "undetermined"
     if p_adjusted < alpha:
-        return f"{'better' if mean_diff > 0 else 'worse'} (p_holm={p_adjusted:.3g}, n={n})"
-    return f"no detectable difference at {alpha} (n={n})"
+        return "better" if mean_diff > 0 else "worse"
+    if not math.isnan(tost_adjusted) and tost_adjusted < alpha:
+        return "equivalent"
+    return "inconclusive"
+
+
+def decide(mean_diff: float, p_adjusted: float, tost_adjusted: float, n: int, sd: float,
+           delta: float, family_size: int, alpha: float = ALPHA) -> Decision:
+    """The verdict of one comparison, claiming no more than its seeds show.
+
+    better / worse: the adjusted p of the paired t-test is under alpha. equivalent: the
+    adjusted TOST p at +-delta is under alpha. Otherwise inconclusive, with the effect the
+    seeds could have detected at 80% power (at alpha, and at the family's alpha / m that
+    Holm's first step uses).
+    """
+    word = decision_word(mean_diff, p_adjusted, tost_adjusted, n, alpha)
+    if word == "undetermined":
+        return Decision(word, f"undetermined: n={n} seeds, too few or no spread")
+    if word in ("better", "worse"):
+        return Decision(word, f"{word} (p_holm={p_adjusted:.3g}, n={n})")
+    if word == "equivalent":
+        return Decision(word, f"equivalent within ±{delta:g} points "
+                              f"(TOST p_holm={tost_adjusted:.3g}, n={n})")
+    plain = detectable_effect(sd, n, alpha)
+    adjusted = detectable_effect(sd, n, alpha / max(1, family_size))
+    extra = f" ({adjusted:.1f} at alpha/{family_size})" if family_size > 1 else ""
+    return Decision("inconclusive", f"inconclusive (n={n}): could have detected "
+                                    f"{plain:.1f} points at 80% power{extra}")

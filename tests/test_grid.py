@@ -68,7 +68,7 @@ def test_whole_grid_runs_every_cell_once(smoke_grid):
     assert len(runs) == len(GRID.variants) * len(SEEDS)
     assert all(r.state == "COMPLETE" for r in runs)
     assert len({r.cell for r in runs}) == len(runs)
-    assert "16 run now" in first.stdout
+    assert "20 run now" in first.stdout
     record = runs[0].record
     for key in ("config", "labeled_indices", "curves", "metrics", "throughput", "environment"):
         assert key in record
@@ -89,7 +89,7 @@ def test_rerunning_runs_nothing_and_says_so(smoke_grid, data_root):
     again = sslbench("ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "2",
                      "--storage", url, "--root", str(data_root))
     assert again.returncode == 0
-    assert "nothing to run: 16 of 16 cells already finished" in again.stderr
+    assert "nothing to run: 20 of 20 cells already finished" in again.stderr
     assert "0 run now" in again.stdout
 
 

@@ -119,8 +119,8 @@ def test_cuda_graphs_on_the_cpu_is_a_clear_error(data_root):
         single_run(short(train__cuda_graphs=True), device=CPU, data_root=data_root)
 
 
-def test_supervised_baseline_differs_only_by_the_consistency_term(data_root):
-    te, sup = curves(short(), data_root), curves(short("supervised"), data_root)
+def test_pipeline_baseline_differs_only_by_the_consistency_term(data_root):
+    te, sup = curves(short(), data_root), curves(short("supervised_pipeline"), data_root)
     # Epoch 0 has w = 0: the two are the same computation.
     assert te["supervised_loss"][0] == pytest.approx(sup["supervised_loss"][0], rel=1e-6)
     assert te["test_accuracy"][0] == sup["test_accuracy"][0]

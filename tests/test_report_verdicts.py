@@ -1,0 +1,102 @@
+"""Reports that say how sure they are: collapses counted apart, the declared family, the
+published references, and byte-identical rebuilds of a committed store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ablations import get_grid
+from bench.store import RunStore
+from reports.build import write_report
+from reports.stats import holm
+from reports.tables import paired_against_baselines, variant_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_STORE = ROOT / "reports" / "results" / "mnist100-quick" / "store.db"
+
+
+def frame(rows: list[tuple[str, int, float, bool]]) -> pd.DataFrame:
+    data = pd.DataFrame(rows, columns=["variant", "seed", "accuracy", "collapsed"])
+    data["final"] = data["accuracy"]
+    data["blog_accuracy"] = data["accuracy"]
+    data["tail_median"] = data["accuracy"]
+    return data
+
+
+def test_a_collapsed_run_never_enters_a_conditional_mean_or_a_pair():
+    data = frame([("control", 0, 90.0, False), ("control", 1, 92.0, False),
+                  ("control", 2, 94.0, False),
+                  ("v", 0, 10.0, True), ("v", 1, 93.0, False), ("v", 2, 96.0, False)])
+    summary = variant_summary(data, ["control", "v"]).set_index("variant")
+    assert summary.loc["v", "mean"] == pytest.approx(94.5)  # 93 and 96 only
+    assert summary.loc["v", "mean_all"] == pytest.approx((10 + 93 + 96) / 3)
+    assert (summary.loc["v", "collapses"], summary.loc["v", "n_ok"]) == (1, 2)
+    assert summary.loc["v", "collapse_rate"] == pytest.approx(100 / 3)
+    paired = paired_against_baselines(data, ["control", "v"], {"v": "control"})
+    row = paired.iloc[0]
+    assert (row["n"], row["dropped_seeds"]) == (2, "0")
+    assert row["mean_diff"] == pytest.approx(((93 - 92) + (96 - 94)) / 2)
+    assert row["collapses"] == "1 vs 0"
+
+
+def test_holm_runs_over_the_declared_family_only():
+    grid = get_grid("mnist100")
+    assert grid.in_family("pixelwise") and not grid.in_family("supervised")
+    assert not grid.in_family("supervised_pipeline") and not grid.in_family("control")
+    rows = []
+    for seed, shift in enumerate((0.0, 1.5, 3.5, -0.5)):
+        rows += [("control", seed, 90.0 + shift, False),
+                 ("pixelwise", seed, 88.0 + 1.1 * shift, False),
+                 ("ramp_fast", seed, 91.0 + 0.8 * shift, False),
+                 ("supervised", seed, 80.0 + 0.5 * shift, False)]
+    data = frame(rows)
+    order = ["control", "pixelwise", "ramp_fast", "supervised"]
+    baselines = {v: grid.baseline_of(v) for v in order}
+    family = [v for v in order if grid.in_family(v)]
+    paired = paired_against_baselines(data, order, baselines, family)
+    assert list(paired["variant"]) == ["pixelwise", "ramp_fast"]
+    assert paired["holm_p"].tolist() == pytest.approx(holm(paired["t_p"].tolist()))
+    checks = paired_against_baselines(data, order, baselines, ["supervised"], adjust=False)
+    assert checks["holm_p"].tolist() == checks["t_p"].tolist()  # alone at alpha
+
+
+@pytest.fixture
+def quick_store(tmp_path: Path) -> str:
+    copy = tmp_path / "store.db"
+    shutil.copy(QUICK_STORE, copy)  # a report only reads, but never risk the committed one
+    return f"sqlite:///{copy}"
+
+
+def test_the_committed_quick_store_reports_verdicts_collapses_and_references(quick_store,
+                                                                            tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        write_report(RunStore(quick_store, create=False), "mnist100", "quick", out)
+    text = (first / "report.md").read_text()
+    assert "headline per run: `tail_median`" in text
+    assert "## Reproduction" in text and "97.78" in text and "the blog (2018), 5 seeds" in text
+    assert "not the published protocol (quick, not paper)" in text
+    assert "inconclusive (n=3): could have detected" in text
+    assert "no detectable difference" not in text
+    # the legacy `supervised` cells are the pipeline baseline, collapsed on 2 of 3 seeds
+    assert "| supervised_pipeline | 3 | 2 | 66.7 |" in text
+    reproduction = pd.read_csv(first / "reproduction.csv")
+    control = reproduction[(reproduction["variant"] == "control")
+                           & (reproduction["figure"] == "lowest_train_loss")].iloc[0]
+    assert control["published_mean"] == pytest.approx(97.778)
+    assert control["published_sd_ddof0"] == pytest.approx(0.6273, abs=1e-4)  # the blog: 0.63
+    for name in ["report.md", *sorted(p.name for p in first.glob("*.csv"))]:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("metric", ["final", "lowest_train_loss"])
+def test_the_headline_metric_is_a_choice(quick_store, tmp_path, metric):
+    write_report(RunStore(quick_store, create=False), "mnist100", "quick", tmp_path, metric=metric)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    column = "final" if metric == "final" else "blog_accuracy"
+    assert runs["accuracy"].tolist() == runs[column].tolist()
+    assert f"headline per run: `{metric}`" in (tmp_path / "report.md").read_text()
