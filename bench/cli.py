@@ -140,7 +140,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                        checkpoint_dir=Path(args.checkpoints) if args.checkpoints
                        else default_checkpoint_dir(args.storage),
                        checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
-                       stack=args.stack)
+                       stack=args.stack, settings=args.settings)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
@@ -196,13 +196,24 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.identity import study_suffix
     from bench.store import RunStore
     from reports.build import write_report
 
     out = Path(args.out)
+    store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
     check_writable(out)
-    path = write_report(RunStore(args.storage, create=False), args.grid, args.profile, out,
-                        metric=args.metric, sesoi=args.sesoi)
+    profile = args.profile
+    if args.settings is not None:
+        suffix = study_suffix(args.settings)
+        if profile is None:
+            from reports.build import stored_profiles
+
+            matching = [p for p in stored_profiles(store, args.grid) if p.endswith(suffix)]
+            profile = matching[0] if len(matching) == 1 else f"?{suffix}"
+        else:
+            profile += suffix
+    path = write_report(store, args.grid, profile, out, metric=args.metric, sesoi=args.sesoi)
     print(f"report written: {path}")
     return 0
 
@@ -274,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS",
                         help="a running cell whose owner sent no heartbeat for this long is "
                              f"taken over by another runner (default {DEFAULT_GRACE_S:.0f})")
+    ablate.add_argument("--settings", metavar="NAME",
+                        help="keep these cells as a separate, labeled set in the store (when "
+                             "the store holds the grid with other settings); report it with "
+                             "`report --settings NAME`")
     ablate.add_argument("--retry-failed", action="store_true",
                         help="also rerun cells that diverged (crashed cells are always retried)")
     training_flags(ablate)
@@ -327,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--sesoi", type=float, default=1.0, metavar="POINTS",
                         help="smallest effect of interest in accuracy points: the equivalence "
                              "margin of the verdicts (default 1.0)")
+    report.add_argument("--settings", metavar="NAME",
+                        help="the labeled set of cells `ablate --settings NAME` stored")
     report.set_defaults(func=cmd_report)
 
     from bench import speed

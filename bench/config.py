@@ -373,13 +373,24 @@ def with_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig
     return replace(config, **top, **updated)
 
 
+# Keys a command sets itself, and the flag that does: `--set` may not change them, or a
+# grid of seeds 0..4 would train seed 5 five times, and a console line would disagree with
+# the record.
+OWNED_KEYS = {"seed": "--seed (run) or --seeds (ablate, search)",
+              "method.name": "--method (run), the grid's variants (ablate) or --space (search)"}
+
+
 def parse_set_args(items: Iterable[str]) -> dict[str, str]:
-    """Parse `--set key=value` items into a dict, rejecting malformed ones."""
+    """Parse `--set key=value` items into a dict, rejecting malformed ones and the keys
+    the command owns (OWNED_KEYS)."""
     parsed: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set train.lr=0.001)")
+        if key.strip() in OWNED_KEYS:
+            raise ConfigError(f"--set {key.strip()} is not allowed: the command sets it; use "
+                              f"{OWNED_KEYS[key.strip()]}")
         parsed[key.strip()] = value.strip()
     return parsed
 

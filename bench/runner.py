@@ -33,6 +33,7 @@ from ablations.grid import Grid
 from bench.checkpoint import CheckpointPolicy, Interrupted, stop_on_signals
 from bench.config import RunConfig, build_config, config_from_dict
 from bench.errors import DivergedError
+from bench.identity import check_same_settings, study_suffix
 from bench.record import build_record
 from bench.store import (
     DEFAULT_GRACE_S,
@@ -353,7 +354,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
              data_root: Path, retry_failed: bool = False,
              checkpoint_dir: Path | None = None, checkpoint_every: int = 1,
              grace_s: float = DEFAULT_GRACE_S, wait_for_others: bool = True,
-             stack: int | None = None,
+             stack: int | None = None, settings: str | None = None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
              ) -> GridOutcome:
     """Run every unfinished cell of the grid, claiming each in the store.
@@ -365,11 +366,20 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     store: each cell is claimed by exactly one. With `wait_for_others`, when only cells
     running elsewhere are left, this runner waits for them and takes over any whose owner
     stops sending heartbeats (`grace_s`), so the grid ends complete.
+
+    A cell is found only under its full config: a store holding the grid's cells with other
+    settings is refused (bench.identity) unless `settings` names a separate set of cells.
     """
     grid = get_grid(grid_name)
     cells = plan_cells(grid, profile, seeds, variants, overrides)
-    study_id = store.study_id(grid_study_name(grid_name, profile),
-                              {"grid": grid_name, "profile": profile, "kind": "grid"})
+    profile_key = profile + study_suffix(settings)
+    name = grid_study_name(grid_name, profile_key)
+    existing = store.find_study(name)
+    if existing is not None:
+        check_same_settings(cells, ((r.cell, r.config) for r in store.cell_runs(existing)),
+                            f"the store's grid {grid_name}/{profile_key}")
+    study_id = store.study_id(name, {"grid": grid_name, "profile": profile, "kind": "grid",
+                                     **({"settings": settings} if settings else {})})
     for reaped in store.reap_interrupted(study_id, grace_s):
         log(f"{reaped}: its process ended before it finished; it will be rerun")
     attempted: set[str] = set()

@@ -97,6 +97,7 @@ class CellRun:
     failure: str | None
     failure_kind: str | None
     record: dict[str, Any] | None
+    config: dict[str, Any] | None  # the config the attempt was claimed with, as stored
     owner: str | None  # "host:pid" of the process running it
     heartbeat: float | None  # seconds since the epoch of its owner's last sign of life
 
@@ -341,7 +342,7 @@ def _cell_run(trial: FrozenTrial) -> CellRun:
     return CellRun(trial_id=trial._trial_id, number=trial.number, cell=cell,
                    variant=variant, seed=int(attrs["seed"]), state=trial.state.name,
                    failure=attrs.get("failure"), failure_kind=attrs.get("failure_kind"),
-                   record=record, owner=attrs.get("owner"),
+                   record=record, config=attrs.get("config"), owner=attrs.get("owner"),
                    heartbeat=attrs.get("heartbeat"))
 
 

@@ -113,6 +113,19 @@ BAD_INPUTS = [
      "has no search 'search:supervised:smoke'"),
     ([*SMOKE_SEARCH, "--space", "supervised", "--finalize", "--final-seeds", "1"],
      "--final-seeds must be >= 2"),
+    # A store never answers for a run it does not hold: its supervised/seed0 ran 1 epoch.
+    ([*SMOKE_GRID, "--variants", "supervised", "--storage", "{store}"],
+     "holds cell supervised/seed0 with other settings (train.epochs 1 stored, 6 now)"),
+    ([*SMOKE_GRID, "--variants", "supervised", "--set", "train.epochs=1", "--set",
+      "train.lr=0.5", "--storage", "{store}"], "train.lr 0.002 stored, 0.5 now"),
+    ([*SMOKE_GRID, "--set", "seed=5", "--storage", "{store}"],
+     "--set seed is not allowed: the command sets it"),
+    ([*SMOKE_RUN, "--set", "seed=5"], "--set seed is not allowed"),
+    ([*SMOKE_RUN, "--set", "method.name=pi_model"], "--set method.name is not allowed"),
+    ([*SMOKE_GRID, "--settings", "no spaces", "--storage", "{store}"],
+     "--settings 'no spaces' must be a short name"),
+    (["report", "--grid", "mnist100", "--storage", "sqlite:///{tmp}/none.db", "--out",
+      "{tmp}/never"], "none.db does not exist"),
 ]
 
 
@@ -151,6 +164,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(tmp_path, data_root,
     assert _store_state(finished_store) == before
     assert plain.read_text() == "not a folder, not a database"
     assert not (tmp_path / "none.db").exists()
+    assert not (tmp_path / "never").exists()  # a failing report leaves no folder behind
     assert not (tmp_path / "sslbench.db").exists()  # no store is created by a bad command
 
 
@@ -203,3 +217,27 @@ def test_ablate_list_shows_the_grids():
     for variant in ("control", "supervised", "pixelwise", "batch_scaling", "ramp_fast",
                     "ramp_slow", "ramp_none", "prob_targets"):
         assert variant in result.stdout
+
+
+def test_other_settings_go_into_a_separate_labeled_set(tmp_path, data_root, finished_store):
+    """The refused command, given --settings, runs its cells apart; each set reports alone
+    and the original cell is untouched."""
+    copy = tmp_path / "runs.db"
+    shutil.copy(finished_store.removeprefix("sqlite:///"), copy)
+    url = f"sqlite:///{copy}"
+    before = _store_state(url)
+    ran = sslbench(*SMOKE_GRID, "--variants", "supervised", "--set", "train.epochs=2",
+                   "--settings", "two-epochs", "--storage", url, "--root", str(data_root))
+    assert ran.returncode == 0, ran.stderr
+    store = RunStore(url)
+    grids = sorted(n for n in store.study_names() if n.startswith("grid:"))
+    assert grids == ["grid:mnist100:smoke", "grid:mnist100:smoke@two-epochs"]
+    labeled = store.cell_runs(store.find_study("grid:mnist100:smoke@two-epochs"))
+    assert [r.record["config"]["train"]["epochs"] for r in labeled] == [2]
+    assert [s for s in _store_state(url) if s[3] and "'epochs': 1" in s[3]] == before
+    both = sslbench("report", "--grid", "mnist100", "--storage", url, "--out", str(tmp_path / "r"))
+    assert both.returncode == 2 and "choose one with --profile" in both.stderr
+    alone = sslbench("report", "--grid", "mnist100", "--settings", "two-epochs", "--storage", url,
+                     "--out", str(tmp_path / "r2"))
+    assert alone.returncode == 0, alone.stderr
+    assert "epochs: 2" in (tmp_path / "r2" / "report.md").read_text()

@@ -1,0 +1,80 @@
+"""A cell is its full config: a store never answers for a run it does not hold.
+
+A grid cell is keyed by (variant, seed), and found only when the stored config has the
+planned run id (the config hash). A store that holds the grid's cells under other settings
+(another `--set`, another protocol) is refused with one line that names the differing keys,
+unless the command names a separate, labeled set of cells (`--settings NAME`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from bench.config import config_from_dict
+from bench.errors import ConfigError, UserError
+
+SETTINGS_SEPARATOR = "@"  # grid:NAME:PROFILE@SETTINGS names a labeled set of cells
+
+
+class PlannedCell(Protocol):
+    key: str
+
+    @property
+    def config(self) -> Any: ...
+
+
+def stored_run_id(config: Mapping[str, Any]) -> str | None:
+    """The run id of a stored config dict, or None when this code cannot read it."""
+    try:
+        return config_from_dict(config).config_hash()
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def differing_keys(stored: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[str, tuple]:
+    """`key: (stored, planned)` for every config key whose values differ."""
+    a, b = _flat(stored), _flat(planned)
+    return {k: (a.get(k, "absent"), b.get(k, "absent")) for k in sorted(set(a) | set(b))
+            if a.get(k, "absent") != b.get(k, "absent")}
+
+
+def check_same_settings(cells: Sequence[PlannedCell],
+                        stored: Iterable[tuple[str, Mapping[str, Any] | None]],
+                        where: str) -> None:
+    """Raise a one-line UserError when a stored attempt at a planned cell holds another
+    config than the planned one. `stored`: (cell key, stored config dict) per attempt."""
+    planned = {cell.key: cell for cell in cells}
+    for key, config in stored:
+        cell = planned.get(key)
+        if cell is None or config is None:
+            continue
+        if stored_run_id(config) == cell.config.config_hash():
+            continue
+        diff = differing_keys(config, cell.config.to_dict())
+        shown = ", ".join(f"{k} {old} stored, {new} now"
+                          for k, (old, new) in list(diff.items())[:4])
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise UserError(f"{where} holds cell {key} with other settings ({shown or 'run id'}"
+                        f"{more}); pass another --storage, or --settings NAME to keep these "
+                        f"runs as a separate, labeled set of cells")
+
+
+def study_suffix(settings: str | None) -> str:
+    if settings is None:
+        return ""
+    if not settings or not settings.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"--settings {settings!r} must be a short name of letters, digits, "
+                        f"- and _")
+    return SETTINGS_SEPARATOR + settings
