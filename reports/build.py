@@ -43,9 +43,14 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, int] | None = None,
     return "\n".join(lines)
 
 
-def resolve_profile(store: RunStore, grid: str, profile: str | None) -> str:
+def stored_profiles(store: RunStore, grid: str) -> list[str]:
+    """The profiles (with `@SETTINGS` for labeled sets) of the grid's studies in the store."""
     prefix = f"grid:{grid}:"
-    stored = sorted(n.removeprefix(prefix) for n in store.study_names() if n.startswith(prefix))
+    return sorted(n.removeprefix(prefix) for n in store.study_names() if n.startswith(prefix))
+
+
+def resolve_profile(store: RunStore, grid: str, profile: str | None) -> str:
+    stored = stored_profiles(store, grid)
     if profile is not None:
         if profile not in stored:
             raise UserError(f"the store {store.url} has no runs of grid {grid!r} with profile "
