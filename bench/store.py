@@ -313,14 +313,14 @@ def _relabel_legacy(cell: str, variant: str, config: dict[str, Any] | None,
     if config is None or legacy_method_name(config) != "supervised_pipeline" \
             or config["method"]["name"] != "supervised":
         return cell, variant, record
-    renamed = legacy_variant_name(variant)
+    original, renamed = variant, legacy_variant_name(variant)
     cell = renamed + cell.removeprefix(variant)
     variant = renamed
     if record is not None:
         record = {**record, "method": "supervised_pipeline",
                   "config": {**record["config"], "method": {**record["config"]["method"],
                                                             "name": "supervised_pipeline"}},
-                  "relabeled_from": "supervised"}
+                  "relabeled_from": {"method": "supervised", "variant": original}}
     return cell, variant, record
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from ablations import get_grid
 from ablations.grid import Grid, Variant
 from bench.errors import ConfigError, UserError
-from bench.store import CellRun, RunStore, grid_study_name, latest_by_cell
+from bench.store import CellRun, RunStore, grid_study_name, latest_by_cell, legacy_variant_name
 from reports import figures, tables
 from reports.stats import ALPHA, DEFAULT_SESOI
 
@@ -157,6 +157,34 @@ def _reproduction_section(reproduced: pd.DataFrame) -> list[str]:
     ]
 
 
+def _comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
+                 ) -> tuple[dict[str, str | None], list[str]]:
+    """Each shown variant's baseline, and the variants whose comparison is the question.
+
+    Cells relabeled when read (the pipeline baseline stored as `supervised`) keep the
+    comparisons of the variant they were stored under, against the relabeled baseline
+    where the store holds no other: the question they were run for is still answered, under
+    their true names."""
+    present = set(order)
+    origin = {r.variant: r.record["relabeled_from"]["variant"] for r in runs
+              if r.record is not None and isinstance(r.record.get("relabeled_from"), dict)}
+    defined = {v.name for v in grid.variants}
+
+    def baseline(name: str) -> str | None:
+        stored_as = name if name in defined else origin.get(name)
+        if stored_as not in defined:
+            return None
+        chosen = grid.baseline_of(stored_as)
+        if chosen is not None and chosen not in present and legacy_variant_name(chosen) in present:
+            chosen = legacy_variant_name(chosen)
+        return None if chosen == name else chosen
+
+    baselines = {v: baseline(v) for v in order}
+    family = [v for v in order if baselines[v] is not None
+              and grid.in_family(v if v in defined else origin[v])]
+    return baselines, family
+
+
 def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
                  metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI) -> Path:
     """Write report.md, CSV tables and PNG figures into `out`; return report.md's path.
@@ -180,9 +208,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     order += undefined
     summary = tables.variant_summary(frame, order)
     seeds = tables.per_seed(frame, order)
-    defined = {v.name for v in grid.variants}
-    baselines = {v: grid.baseline_of(v) if v in defined else None for v in order}
-    family = [v for v in order if v in defined and grid.in_family(v)]
+    baselines, family = _comparisons(grid, runs, order)
     checks = [v for v in order if baselines[v] is not None and v not in family]
     paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi)
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
