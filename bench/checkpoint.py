@@ -58,6 +58,11 @@ def save(path: Path, state: dict[str, Any]) -> None:
     try:
         torch.save({"version": CHECKPOINT_VERSION, **state}, temporary)
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # a full disk: torch reports it as RuntimeError
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:120]
+        raise UserError(f"cannot write checkpoint {path}: {reason}; free space in "
+                        f"{path.parent} or pass another checkpoint folder, then run the "
+                        f"same command again") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -68,10 +73,15 @@ def load(path: Path, run_id: str, seeds: list[int], device: torch.device) -> dic
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        # weights_only: tensors and plain containers only. A checkpoint sits in a folder a
+        # user (or anyone who can write there) may replace; a pickle must never run code.
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:
-        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}); "
-                        f"delete it to start the run afresh") from None
+        raise UserError(f"checkpoint {path} cannot be read as a checkpoint "
+                        f"({type(error).__name__}: it is corrupt, or holds more than tensors "
+                        f"and plain values); delete it to start the run afresh") from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} is not a checkpoint; delete it to start afresh")
     if state.get("version") != CHECKPOINT_VERSION:
         raise UserError(f"checkpoint {path} has format version {state.get('version')}, "
                         f"expected {CHECKPOINT_VERSION}; delete it to start afresh")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.checkpoint import Interrupted
-from bench.errors import UserError
+from bench.errors import DivergedError, UserError
 from bench.files import check_writable, write_json_atomic
 
 
@@ -356,11 +356,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None and args.threads < 1:
+            raise UserError(f"--threads must be >= 1 (CPU threads per process), got "
+                            f"{args.threads}")
         return int(args.func(args))
     except UserError as error:
         if args.debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except DivergedError as error:  # `ablate` keeps it as a failed cell; `run` ends here
+        print(f"error: the run diverged: {error}; lower train.lr or check the config "
+              f"(nothing was written)", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as stop:
         detail = f" ({stop})" if isinstance(stop, Interrupted) else ""

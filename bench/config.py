@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal
 
 from bench.errors import ConfigError
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 # The blog's protocol length; epoch-based lengths in grids are written in these units.
 PAPER_EPOCHS = 300
@@ -327,9 +330,14 @@ def _parse_value(key: str, text: str, annotation: Any) -> Any:
             raise ConfigError(f"{key} must be an integer; got {text!r}") from None
     if annotation is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"{key} must be a number; got {text!r}") from None
+        # Training runs in float32: a value past its range overflows inside the step.
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise ConfigError(f"{key} must be a finite number within float32's range "
+                              f"(|x| <= {FLOAT32_MAX:.3g}); got {text!r}")
+        return value
     if annotation is str:
         return text
     raise ConfigError(f"{key} has a type that cannot be set from the command line")

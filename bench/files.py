@@ -30,12 +30,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as tmp:
-        tmp.write(text)
+        try:
+            tmp.write(text)
+            tmp.flush()
+        except OSError:
+            tmp.close()
+            os.unlink(tmp.name)  # a failed write (a full disk) leaves no .part behind
+            raise
     # A temporary file is private (0600); the result gets the usual mode under the umask.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)
-    os.replace(tmp.name, path)
+    try:
+        os.chmod(tmp.name, 0o666 & ~umask)
+        os.replace(tmp.name, path)
+    except OSError:
+        os.unlink(tmp.name)
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

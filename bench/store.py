@@ -143,6 +143,9 @@ def _check_journal_file(url: str, create: bool) -> Path:
 
 def open_storage(url: str, create: bool = True) -> BaseStorage:
     """The Optuna storage behind a store URL, or a one-line StoreError saying why not."""
+    if url in ("sqlite://", "sqlite:///") or ":memory:" in url:
+        raise StoreError(f"run store {url!r} is an in-memory database: nothing would be kept "
+                         f"when the command ends; pass a file, e.g. --storage sqlite:///runs.db")
     try:
         if url.startswith("journal:"):
             path = _check_journal_file(url, create)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,3 +94,30 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path, data_root):
     with pytest.raises(UserError, match="belongs to run"):
         single_run(smoke_config(train__epochs=2, train__lr=0.001), device=CPU,
                    data_root=data_root, checkpoint=policy)
+
+
+class _Payload:
+    """A pickle that runs a shell command when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_one_line(tmp_path, data_root):
+    """A pickle payload where a resume will read it: refused in one line, never run."""
+    marker = tmp_path / "PWNED"
+    checkpoint = tmp_path / "run.ckpt"
+    torch.save({"version": 1, "run_id": _Payload(marker)}, checkpoint)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--method", "supervised", "--profile",
+         "smoke", "--set", "train.epochs=1", "--checkpoint", str(checkpoint), "--out",
+         str(tmp_path / "run.json"), "--root", str(data_root)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be read as a checkpoint" in lines[0], lines
+    assert not marker.exists()
+    assert not (tmp_path / "run.json").exists()

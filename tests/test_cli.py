@@ -126,6 +126,11 @@ BAD_INPUTS = [
      "--settings 'no spaces' must be a short name"),
     (["report", "--grid", "mnist100", "--storage", "sqlite:///{tmp}/none.db", "--out",
       "{tmp}/never"], "none.db does not exist"),
+    ([*SMOKE_GRID, "--storage", "sqlite://"], "is an in-memory database"),
+    ([*SMOKE_GRID, "--storage", "sqlite:///:memory:"], "is an in-memory database"),
+    ([*SMOKE_RUN, "--threads", "-1"], "--threads must be >= 1"),
+    ([*SMOKE_RUN, "--set", "train.lr=1e308"], "within float32's range"),
+    ([*SMOKE_RUN, "--set", "train.lr=nan"], "train.lr must be a finite number"),
 ]
 
 
@@ -241,3 +246,14 @@ def test_other_settings_go_into_a_separate_labeled_set(tmp_path, data_root, fini
                      "--out", str(tmp_path / "r2"))
     assert alone.returncode == 0, alone.stderr
     assert "epochs: 2" in (tmp_path / "r2" / "report.md").read_text()
+
+
+def test_a_diverging_run_ends_in_one_error_line_and_writes_no_record(tmp_path, data_root):
+    out = tmp_path / "run.json"
+    result = sslbench(*SMOKE_RUN, "--set", "train.lr=1e30", "--set", "train.epochs=1", "--out",
+                      str(out), "--root", str(data_root))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("run ") and len(lines) == 2  # the run's header, then the error
+    assert lines[1].startswith("error: the run diverged: diverged at epoch 0")
+    assert not out.exists()
