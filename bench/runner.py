@@ -224,8 +224,8 @@ def _attempt(config_dicts: Sequence[dict[str, Any]], job_key: str, device_name: 
                                   progress=report, checkpoint=policy)
         records = [build_record(config, result, device, started)
                    for config, result in zip(configs, results, strict=True)]
-        if policy is not None:
-            policy.path.unlink(missing_ok=True)
+        # The checkpoint stays until the runner has stored the records (see settle): a
+        # store write that fails (a full disk) then costs at most the last epoch.
         return [{"status": "ok", "record": record} for record in records]
     except Interrupted as stopped:
         return [{"status": "interrupted", "reason": f"interrupted: {stopped}"}] * cells
@@ -405,6 +405,11 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
                results: Sequence[dict[str, Any]]) -> None:
         for (cell, trial_id), result in zip(claimed, results, strict=True):
             settle_cell(cell, trial_id, result, job.key)
+            if checkpoint_dir is not None and result["status"] == "ok":  # stored: spent
+                checkpoint_path(str(checkpoint_dir), cell.config).unlink(missing_ok=True)
+        if checkpoint_dir is not None and all(r["status"] == "ok" for r in results):
+            checkpoint_path(str(checkpoint_dir), job.cells[0].config,
+                            [c.seed for c in job.cells]).unlink(missing_ok=True)
 
     def settle_cell(cell: Cell, trial_id: int, result: dict[str, Any], job_key: str) -> None:
         heartbeat.remove(trial_id)

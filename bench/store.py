@@ -22,10 +22,12 @@ whose owner process on this host is dead, is marked interrupted and claimed agai
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,13 @@ import optuna
 import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.config import legacy_method_name
 from bench.errors import StoreError
+from bench.journal import SafeJournalFileBackend
 
 DEFAULT_URL = "sqlite:///sslbench.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -149,7 +152,7 @@ def open_storage(url: str, create: bool = True) -> BaseStorage:
     try:
         if url.startswith("journal:"):
             path = _check_journal_file(url, create)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(SafeJournalFileBackend(str(path)))
         _check_sqlite_file(url, create)
         return _rdb_storage(url)
     except StoreError:
@@ -162,6 +165,24 @@ def open_storage(url: str, create: bool = True) -> BaseStorage:
                          f"that the database is reachable") from error
 
 
+@contextlib.contextmanager
+def writing(url: str, what: str) -> Iterator[None]:
+    """Turn a failed store write (a full disk, a read-only file or folder, a lost server)
+    into one line. What was committed before stays: a journal append is cut back, and an
+    RDB transaction is rolled back."""
+    try:
+        yield
+    except (UpdateFinishedTrialError, optuna.exceptions.DuplicatedStudyError):
+        raise
+    except (OSError, sqlalchemy.exc.SQLAlchemyError,
+            optuna.exceptions.StorageInternalError) as error:
+        text = (getattr(error, "strerror", None) or str(error).strip() or type(error).__name__)
+        reason = text.splitlines()[0][:160]
+        raise StoreError(f"cannot write to run store {url} ({what}): {reason}; free space or "
+                         f"fix its permissions, then run the same command again (finished "
+                         f"cells are kept)") from None
+
+
 class RunStore:
     def __init__(self, url: str = DEFAULT_URL, create: bool = True) -> None:
         """Open the store at `url`; with create=False a missing SQLite or journal file is an
@@ -172,6 +193,10 @@ class RunStore:
 
     # -- studies ---------------------------------------------------------------------
     def study_id(self, name: str, attrs: dict[str, Any] | None = None) -> int:
+        with writing(self.url, f"creating study {name}"):
+            return self._study_id(name, attrs)
+
+    def _study_id(self, name: str, attrs: dict[str, Any] | None) -> int:
         try:
             study_id = self.storage.get_study_id_from_name(name)
         except KeyError:
@@ -197,6 +222,11 @@ class RunStore:
                    config: dict[str, Any]) -> int | None:
         """Start a new attempt at `cell` unless it is finished or running, atomically
         across processes and machines; None when another runner has it."""
+        with writing(self.url, f"claiming {cell}"):
+            return self._claim_cell(study_id, cell, variant, seed, config)
+
+    def _claim_cell(self, study_id: int, cell: str, variant: str, seed: int,
+                    config: dict[str, Any]) -> int | None:
         attempts = [r for r in self.cell_runs(study_id) if r.cell == cell]
         if any(r.state in ("COMPLETE", "RUNNING") for r in attempts):
             return None
@@ -223,6 +253,10 @@ class RunStore:
     def finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
         """Store the record; False if the attempt had already ended: another runner
         took the cell over (this one sent no heartbeat for the grace period)."""
+        with writing(self.url, f"storing the record of {record['run_id']}"):
+            return self._finish_cell(trial_id, record)
+
+    def _finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
         try:
             self.storage.set_trial_user_attr(trial_id, "record", record)
             self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE,
@@ -234,6 +268,10 @@ class RunStore:
     def fail_cell(self, trial_id: int, reason: str, kind: str) -> bool:
         """Mark the attempt failed; False if it had already ended (finished by its owner,
         or reaped by another runner first)."""
+        with writing(self.url, "marking a cell failed"):
+            return self._fail_cell(trial_id, reason, kind)
+
+    def _fail_cell(self, trial_id: int, reason: str, kind: str) -> bool:
         try:
             self.storage.set_trial_user_attr(trial_id, "failure", reason[-4000:])
             self.storage.set_trial_user_attr(trial_id, "failure_kind", kind)
