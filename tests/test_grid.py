@@ -94,36 +94,55 @@ def test_rerunning_runs_nothing_and_says_so(smoke_grid, data_root):
 
 
 def test_report_numbers_match_an_independent_computation(smoke_grid):
+    """Every number of the report recomputed by hand from the raw records: the tail-median
+    headline, collapses kept out of means and pairs, Holm over the declared family only,
+    reference checks each at alpha."""
     folder, url, _ = smoke_grid
     out = folder / "report"
     path = write_report(RunStore(url), "mnist100", None, out)
     markdown = path.read_text()
     store = RunStore(url)
     runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
-    acc = {(r.variant, r.seed): 100 * r.record["metrics"]["final_test_accuracy"] for r in runs}
+    # the headline: the median of the last 3 of the 6 epochs
+    acc = {(r.variant, r.seed): 100 * float(np.median(r.record["curves"]["test_accuracy"][-3:]))
+           for r in runs}
+    collapsed = {(r.variant, r.seed): r.record["metrics"]["collapsed"] for r in runs}
 
     summary = pd.read_csv(out / "summary.csv").set_index("variant")
     paired = pd.read_csv(out / "paired.csv").set_index("variant")
+    checks = pd.read_csv(out / "reference_checks.csv").set_index("variant")
+    assert set(paired.index) <= set(GRID.family) and set(checks.index) <= {
+        "supervised", "supervised_pipeline"}
     p_values = {}
     for variant in (v.name for v in GRID.variants):
-        values = np.array([acc[(variant, s)] for s in SEEDS])
+        ok = [s for s in SEEDS if not collapsed[(variant, s)]]
+        values = np.array([acc[(variant, s)] for s in ok])
         row = summary.loc[variant]
-        assert row["n"] == 2
-        assert row["mean"] == pytest.approx(values.mean())
-        assert row["std"] == pytest.approx(np.sqrt(((values - values.mean()) ** 2).sum()))
-        assert (row["min"], row["max"]) == pytest.approx((values.min(), values.max()))
-        assert f"| {variant} | 2 | {values.mean():.2f} |" in markdown
+        assert row["n"] == 2 and row["collapses"] == 2 - len(ok)
+        assert f"| {variant} | 2 | {2 - len(ok)} |" in markdown
+        if len(ok) == 2:
+            assert row["mean"] == pytest.approx(values.mean())
+            assert row["std"] == pytest.approx(np.sqrt(((values - values.mean()) ** 2).sum()))
+            assert (row["min"], row["max"]) == pytest.approx((values.min(), values.max()))
         if variant == "control":
             continue
-        d = values - np.array([acc[("control", s)] for s in SEEDS])
-        assert paired.loc[variant, "mean_diff"] == pytest.approx(d.mean())
-        sd = d.std(ddof=1)
-        if sd > 0:
-            t = d.mean() / (sd / np.sqrt(2))
-            p_values[variant] = 2 * stats.t.sf(abs(t), df=1)
-            assert paired.loc[variant, "t_p"] == pytest.approx(p_values[variant])
-            assert paired.loc[variant, "d_z"] == pytest.approx(d.mean() / sd)
-    # Holm by hand over the variants with a defined p.
+        both = [s for s in SEEDS if not collapsed[(variant, s)] and not collapsed[("control", s)]]
+        table = paired if variant in GRID.family else checks
+        assert table.loc[variant, "n"] == len(both)
+        if not both:
+            continue
+        d = np.array([acc[(variant, s)] - acc[("control", s)] for s in both])
+        assert table.loc[variant, "mean_diff"] == pytest.approx(d.mean())
+        if len(d) == 2 and d.std(ddof=1) > 0:
+            sd = d.std(ddof=1)
+            p = 2 * stats.t.sf(abs(d.mean() / (sd / np.sqrt(2))), df=1)
+            assert table.loc[variant, "t_p"] == pytest.approx(p)
+            assert table.loc[variant, "d_z"] == pytest.approx(d.mean() / sd)
+            if variant in GRID.family:
+                p_values[variant] = p
+            else:  # a reference check is tested alone
+                assert table.loc[variant, "holm_p"] == pytest.approx(p)
+    # Holm by hand over the family's variants with a defined p.
     ordered = sorted(p_values.items(), key=lambda item: item[1])
     running = 0.0
     for rank, (variant, p) in enumerate(ordered):
