@@ -9,19 +9,12 @@ unless the command names a separate, labeled set of cells (`--settings NAME`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from bench.config import config_from_dict
 from bench.errors import ConfigError, UserError
 
 SETTINGS_SEPARATOR = "@"  # grid:NAME:PROFILE@SETTINGS names a labeled set of cells
-
-
-class PlannedCell(Protocol):
-    key: str
-
-    @property
-    def config(self) -> Any: ...
 
 
 def stored_run_id(config: Mapping[str, Any]) -> str | None:
@@ -50,11 +43,12 @@ def differing_keys(stored: Mapping[str, Any], planned: Mapping[str, Any]) -> dic
             if a.get(k, "absent") != b.get(k, "absent")}
 
 
-def check_same_settings(cells: Sequence[PlannedCell],
+def check_same_settings(cells: Sequence[Any],
                         stored: Iterable[tuple[str, Mapping[str, Any] | None]],
                         where: str) -> None:
-    """Raise a one-line UserError when a stored attempt at a planned cell holds another
-    config than the planned one. `stored`: (cell key, stored config dict) per attempt."""
+    """Raise a one-line UserError when a stored attempt at a planned cell (`.key`,
+    `.config`: bench.runner.Cell) holds another config than the planned one.
+    `stored`: (cell key, stored config dict) per attempt."""
     planned = {cell.key: cell for cell in cells}
     for key, config in stored:
         cell = planned.get(key)

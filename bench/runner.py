@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,11 @@ def plan_cells(grid: Grid, profile: str, seeds: Sequence[int],
                overrides: dict[str, str] | None = None) -> list[Cell]:
     """All cells of the grid (or of the chosen variants), configs checked up front."""
     chosen = [grid.variant(name) for name in variants] if variants else list(grid.variants)
+    # One full build per variant; seeds only replace the seed (the seed enters no other
+    # field), so planning 100,000 seeds takes seconds, not minutes.
+    base = {v.name: build_config(v.method, 0, profile, overrides, v.overrides) for v in chosen}
     # Seed-major order: an interrupted grid leaves whole seeds, i.e. complete pairs.
-    return [Cell(v.name, seed, build_config(v.method, seed, profile, overrides, v.overrides))
-            for seed in seeds for v in chosen]
+    return [Cell(v.name, seed, replace(base[v.name], seed=seed)) for seed in seeds for v in chosen]
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,7 @@ class Progress:
         self.epoch_seconds: list[float] = []
         self.epochs_left_in_flight: dict[str, int] = {}
         self.pending = 0
+        self.counted: set[str] = set()
 
     def epoch(self, cell: str, summary: EpochSummary) -> None:
         self.epoch_seconds.append(summary.epoch_seconds + summary.eval_seconds)
@@ -270,7 +273,11 @@ class Progress:
               file=self.stream, flush=True)
 
     def cell_done(self, cell: str, message: str, job: str | None = None) -> None:
-        self.done += 1
+        # A cell is counted once however often it is reported (skipped here, then finished
+        # by another runner and taken over...), so the counter never passes the total.
+        if cell not in self.counted:
+            self.counted.add(cell)
+            self.done = min(self.total, self.done + 1)
         self.epochs_left_in_flight.pop(job or cell, None)
         print(f"[{self.done}/{self.total} cells] {cell}: {message}", file=self.stream, flush=True)
 

@@ -329,6 +329,18 @@ def _rdb_storage(url: str) -> RDBStorage:
     them while the others wait, then find them.
     """
     kwargs = _engine_kwargs(url)
+    if url.startswith("sqlite"):
+        # Several runners opening a fresh SQLite file at once race to create Optuna's
+        # tables (`UNIQUE constraint failed: alembic_version`); the losers find them made
+        # a moment later.
+        for attempt in range(5):
+            try:
+                return RDBStorage(url, engine_kwargs=kwargs)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                    optuna.exceptions.StorageInternalError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     if not url.startswith("postgresql"):
         return RDBStorage(url, engine_kwargs=kwargs)
     engine = sqlalchemy.create_engine(url, **kwargs)

@@ -12,7 +12,15 @@ import pandas as pd
 from ablations import get_grid
 from ablations.grid import Grid, Variant
 from bench.errors import ConfigError, UserError
-from bench.store import CellRun, RunStore, grid_study_name, latest_by_cell, legacy_variant_name
+from bench.store import (
+    DEFAULT_GRACE_S,
+    CellRun,
+    RunStore,
+    grid_study_name,
+    latest_by_cell,
+    legacy_variant_name,
+    owner_gone,
+)
 from reports import figures, tables
 from reports.stats import ALPHA, DEFAULT_SESOI
 
@@ -73,6 +81,22 @@ def load_runs(store: RunStore, grid: str, profile: str) -> list[CellRun]:
     return list(latest_by_cell(store.cell_runs(study_id)).values())
 
 
+def _running(runs: Sequence[CellRun]) -> str:
+    """Running cells by name, told apart from stale ones whose owner is gone (a dead
+    process on this host, or no heartbeat for the default grace period)."""
+    live: list[str] = []
+    stale: list[str] = []
+    for run in runs:
+        if run.state == "RUNNING":
+            gone = owner_gone(run.owner, run.heartbeat, DEFAULT_GRACE_S)
+            (stale if gone else live).append(run.cell)
+    text = f"{len(live)} running" + (f": {', '.join(sorted(live))}" if live else "")
+    if stale:
+        text += (f"; {len(stale)} stale, their runner gone, resumed by the next `ablate`: "
+                 f"{', '.join(sorted(stale))}")
+    return text
+
+
 def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) -> list[str]:
     records = [r.record for r in runs if r.record is not None]
     env = [rec["environment"] for rec in records]
@@ -96,7 +120,7 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
         f"({len(records)} finished runs, "
         f"{sum(r.state == 'FAIL' and r.failure_kind != 'interrupted' for r in runs)} failed, "
         f"{sum(r.failure_kind == 'interrupted' for r in runs if r.state == 'FAIL')} "
-        f"interrupted and resumable, {sum(r.state == 'RUNNING' for r in runs)} running)",
+        f"interrupted and resumable, {_running(runs)})",
         f"- device: {'; '.join(sorted({e['device'] for e in env}))}",
         f"- torch {', '.join(sorted({e['torch'] for e in env}))}, torchvision "
         f"{', '.join(sorted({e['torchvision'] for e in env}))}, python "

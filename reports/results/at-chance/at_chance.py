@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +32,8 @@ from methods.losses import UNLABELED, supervised_loss
 
 PROBE_IMAGES = 1000
 PROBE_EVERY = 20  # steps
-COMPOSITIONS = {"all (the blog's pipeline)": ("supervised_pipeline", {}),
+COMPOSITIONS: dict[str, tuple[str, dict[str, Any]]] = {
+                "all (the blog's pipeline)": ("supervised_pipeline", {}),
                 # A diagnostic arm, not a harness switch: the same batches, but Adam steps
                 # only on batches that hold a label, so no step moves the weights on the
                 # momentum of an earlier image's gradient alone.
@@ -58,6 +60,7 @@ def trace(method: str, overrides: dict, seed: int, epochs: int, root: Path) -> d
     step_only_labeled = bool(overrides.pop("__step_only_labeled", False))
     config = build_config(method, seed, "paper", overrides)
     data = prepare(config.data, [seed], root, torch.device("cpu"))
+    assert data.test_images is not None and data.test_labels is not None
     probe_x = data.test_images[:PROBE_IMAGES]
     probe_y = data.test_labels[:PROBE_IMAGES]
     params = init_params(config.model, data.num_classes, 28, [generator(seed, "init")],

@@ -1,0 +1,54 @@
+"""Store and runner edge cases that used to end in a traceback or a wrong line."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+from bench.runner import Progress
+from bench.store import RunStore, grid_study_name, host_name
+from reports.build import _running
+
+
+def test_the_progress_counter_never_passes_the_total():
+    stream = io.StringIO()
+    progress = Progress(total=2, done=1, workers=1, epochs_per_cell=1, stream=stream)
+    for cell in ("a/seed0", "a/seed0", "b/seed0", "c/seed0"):
+        progress.cell_done(cell, "done")
+    counts = [line.split("]")[0] for line in stream.getvalue().splitlines()]
+    assert counts == ["[2/2 cells", "[2/2 cells", "[2/2 cells", "[2/2 cells"]
+
+
+def test_the_report_tells_running_cells_from_stale_ones(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = RunStore(url)
+    study = store.study_id(grid_study_name("mnist100", "smoke"))
+    store.claim_cell(study, "control/seed0", "control", 0, {})  # this live process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    store.owner = f"{host_name()}:{dead}"  # a runner that has exited
+    store.claim_cell(study, "control/seed1", "control", 1, {})
+    text = _running(store.cell_runs(study))
+    assert text.startswith("1 running: control/seed0")
+    assert "1 stale, their runner gone" in text and "control/seed1" in text
+
+
+def test_three_runners_on_a_fresh_sqlite_file_all_finish(tmp_path, data_root):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    command = [sys.executable, "-m", "bench.cli", "ablate", "--grid", "mnist100", "--profile",
+               "smoke", "--seeds", "1", "--variants", "control", "ramp_none", "supervised",
+               "--workers", "1", "--set", "train.epochs=1", "--storage", url, "--root",
+               str(data_root)]
+    runners = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    deadline = time.monotonic() + 600
+    outputs = [r.communicate(timeout=max(1.0, deadline - time.monotonic())) for r in runners]
+    for runner, (_, err) in zip(runners, outputs, strict=True):
+        assert runner.returncode == 0, err[-2000:]
+        assert "Traceback" not in err
+    store = RunStore(url, create=False)
+    runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
+    done = sorted(r.cell for r in runs if r.state == "COMPLETE")
+    assert done == ["control/seed0", "ramp_none/seed0", "supervised/seed0"]  # each once
