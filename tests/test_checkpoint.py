@@ -16,7 +16,7 @@ import torch
 
 from bench.checkpoint import CheckpointPolicy, Interrupted
 from bench.errors import UserError
-from bench.train import single_run
+from bench.train import single_run, train_stack
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")
@@ -85,6 +85,36 @@ def test_stop_request_saves_and_resumes_exactly(tmp_path, data_root, where):
     resumed = single_run(config, device=CPU, data_root=data_root, checkpoint=policy)
     for key in ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy"):
         assert resumed.curves[key] == reference.curves[key], key
+
+
+@pytest.mark.parametrize("method, overrides", [
+    ("temporal_ensembling", {}),
+    ("temporal_ensembling", {"data__translate_px": 2}),  # the augmentation stream too
+    ("mean_teacher", {}),
+])
+def test_a_stack_stopped_mid_epoch_resumes_to_the_uninterrupted_records(tmp_path, data_root,
+                                                                        method, overrides):
+    """A stacked job of two seeds (how grids and --finalize run cells on CUDA, and with
+    --stack on the CPU), stopped mid-epoch and resumed, gives each seed the curves of the
+    uninterrupted stack, bit for bit on the CPU."""
+    config = smoke_config(method, train__epochs=3, method__ramp_epochs=1, **overrides)
+    reference = train_stack(config, [0, 1], device=CPU, data_root=data_root)
+    policy = CheckpointPolicy(tmp_path / "stack.ckpt", every_epochs=1)
+
+    def request_stop(summary):
+        if summary.epoch == 0:
+            threading.Timer(0.3, policy.stop.set).start()
+
+    with pytest.raises(Interrupted) as stopped:
+        train_stack(config, [0, 1], device=CPU, data_root=data_root, progress=request_stop,
+                    checkpoint=policy)
+    assert stopped.value.epoch == 1 and stopped.value.step > 0  # mid-epoch
+    policy.stop.clear()
+    resumed = train_stack(config, [0, 1], device=CPU, data_root=data_root, checkpoint=policy)
+    for before, after in zip(reference, resumed, strict=True):
+        assert after.labeled_indices == before.labeled_indices
+        for key in ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy"):
+            assert after.curves[key] == before.curves[key], (method, key)
 
 
 def test_a_checkpoint_of_another_config_is_refused(tmp_path, data_root):
