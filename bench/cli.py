@@ -215,6 +215,29 @@ def cmd_report(args: argparse.Namespace) -> int:
             profile += suffix
     path = write_report(store, args.grid, profile, out, metric=args.metric, sesoi=args.sesoi)
     print(f"report written: {path}")
+    next_step = [line for line in path.read_text().splitlines() if line.startswith("Next step:")]
+    if next_step:  # what the compute bought, and what would settle the question
+        print(next_step[0])
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bench.store import RunStore
+    from reports.build import stored_profiles
+    from reports.planning import plan_text
+
+    if not (args.sesoi > 0):
+        raise UserError(f"--sesoi must be a positive number of accuracy points, got {args.sesoi}")
+    workers = args.workers or os.cpu_count() or 1
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    from ablations import get_grid
+
+    get_grid(args.grid)
+    store = RunStore(args.storage, create=False)
+    profiles = args.profile or [p for p in stored_profiles(store, args.grid) if "@" not in p] \
+        or ["quick"]
+    print(plan_text(store, args.grid, profiles, args.sesoi, workers))
     return 0
 
 
@@ -345,6 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--settings", metavar="NAME",
                         help="the labeled set of cells `ablate --settings NAME` stored")
     report.set_defaults(func=cmd_report)
+
+    plan = commands.add_parser("plan", help="seeds and hours each comparison needs, before "
+                                            "the compute is spent")
+    plan.add_argument("--grid", required=True)
+    plan.add_argument("--profile", nargs="+", help="profiles to plan (default: those stored)")
+    plan.add_argument("--storage", default=DEFAULT_URL, help="store with pilot runs")
+    plan.add_argument("--sesoi", type=float, default=1.0, metavar="POINTS",
+                      help="smallest effect of interest in accuracy points (default 1.0)")
+    plan.add_argument("--workers", type=int, default=None, help="parallel workers (default: "
+                                                                "one per CPU core)")
+    plan.set_defaults(func=cmd_plan)
 
     from bench import speed
 

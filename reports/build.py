@@ -21,7 +21,7 @@ from bench.store import (
     legacy_variant_name,
     owner_gone,
 )
-from reports import figures, tables
+from reports import figures, planning, tables
 from reports.stats import ALPHA, DEFAULT_SESOI
 
 
@@ -209,6 +209,25 @@ def _comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
     return baselines, family
 
 
+def _next_step_section(steps: pd.DataFrame | None, frame: pd.DataFrame,
+                       sesoi: float) -> list[str]:
+    if steps is None:
+        return []
+    return [
+        "## Next step",
+        planning.next_step_line(steps, frame, sesoi, workers=2),
+        "",
+        markdown_table(steps.drop(columns=["decision"]),
+                       {"n": 0, "seeds_needed": 0, "seeds_to_add": 0, "hours_to_add": 1}),
+        "",
+        "Seeds needed for a two-sided paired t-test at alpha / m (the family's Bonferroni "
+        "level, Holm's first step) to detect δ with 80% power, from the sd of the paired "
+        "differences; the range uses the sd's 95% chi-square interval. Hours: the runs to add "
+        "(variant and baseline) at their median measured time, on 2 workers.",
+        "",
+    ]
+
+
 def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
                  metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI) -> Path:
     """Write report.md, CSV tables and PNG figures into `out`; return report.md's path.
@@ -238,6 +257,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
                                                  adjust=False)
     reproduced = tables.reproduction(frame, grid.references, profile)
+    steps = planning.next_steps(paired, frame, sesoi, workers=2) if not paired.empty else None
     labels = tables.by_labels(frame)
     several_budgets = frame["num_labels"].nunique() > 1
     speed = tables.throughput(frame, order)
@@ -320,6 +340,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         f"Holm adjusts over these {len(paired)} comparisons, the grid's declared question. "
         + PAIRED_NOTE.format(sesoi=sesoi),
         "",
+        *_next_step_section(steps, frame, sesoi),
         "## Reference checks",
         _paired_table(references) if not references.empty else "None.",
         "",
