@@ -231,9 +231,15 @@ class RunStore:
         if any(r.state in ("COMPLETE", "RUNNING") for r in attempts):
             return None
         study_name = self.storage.get_study_name_from_id(study_id)
-        try:  # the mutex: one claim study per (cell, attempt); the name is unique
+        # The mutex: one claim study per (cell, run id, attempt); the name is unique. The run
+        # id keeps a cell of another config under the same key (the classic `supervised`
+        # beside the legacy pipeline cells it replaced) from meeting the old claims.
+        from bench.identity import stored_run_id
+
+        run_id = stored_run_id(config) or "unreadable"
+        try:
             self.storage.create_new_study([StudyDirection.MAXIMIZE],
-                                          f"claim:{study_name}:{cell}:{len(attempts)}")
+                                          f"claim:{study_name}:{cell}:{run_id}:{len(attempts)}")
         except optuna.exceptions.DuplicatedStudyError:
             return None
         # Created with its attributes in one write: a runner scanning the store never

@@ -153,3 +153,35 @@ def test_the_classic_baseline_trains_on_its_labeled_images_in_a_stack(data_root,
     assert alone.labeled_indices == stacked[1].labeled_indices
     assert alone.curves["supervised_loss"] == pytest.approx(stacked[1].curves["supervised_loss"],
                                                             rel=1e-3)
+
+
+def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(tmp_path,
+                                                                               data_root):
+    """A store written when `supervised` meant the pipeline (its cell and claim as the old
+    code wrote them) reads that cell as supervised_pipeline, and the classic baseline under
+    the same key is claimed and trained beside it, not skipped."""
+    import optuna
+
+    from bench.runner import run_grid
+    from bench.store import RunStore, grid_study_name
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = RunStore(url)
+    legacy = build_config("supervised_pipeline", 0, "smoke", {"train.epochs": "1"}).to_dict()
+    legacy["method"]["name"] = "supervised"
+    for later in ("batches", "labeled_per_batch", "steps_per_epoch"):
+        del legacy["train"][later]
+    study = store.study_id(grid_study_name("mnist100", "smoke"))
+    store.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE],
+                                   "claim:grid:mnist100:smoke:supervised/seed0:0")  # old claim
+    trial = store._claim_cell(study, "supervised/seed0", "supervised", 0, legacy)
+    assert trial is not None
+    store.finish_cell(trial, {"run_id": "legacy", "metrics": {"final_test_accuracy": 0.5},
+                              "method": "supervised", "config": legacy})
+    outcome = run_grid("mnist100", "smoke", [0], store=store, variants=["supervised"],
+                       overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
+    assert outcome.finished == ["supervised/seed0"]  # trained, not "running elsewhere"
+    runs = {r.cell: r for r in store.cell_runs(study) if r.state == "COMPLETE"}
+    assert sorted(runs) == ["supervised/seed0", "supervised_pipeline/seed0"]
+    assert runs["supervised_pipeline/seed0"].record["method"] == "supervised_pipeline"
+    assert runs["supervised/seed0"].record["schedule"]["batches"] == "labeled"
