@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import traceback
@@ -64,6 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (
         f"{args.method}-seed{args.seed}-{args.profile}-{config.config_hash()}.json")
     check_writable(out.parent)
+    _refuse_other_record(out, config.config_hash())
+    if out.exists():  # this run's own record: it is done, never trained twice
+        print(f"run {config.config_hash()} already finished: record {out} (delete it to "
+              f"train again)")
+        return 0
 
     def progress(s: EpochSummary) -> None:
         left = s.elapsed_seconds / (s.epoch + 1) * (s.epochs - s.epoch - 1)
@@ -94,6 +100,20 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{record['throughput']['train_images_per_s_median']:,.0f} train img/s; "
           f"record: {out}")
     return 0
+
+
+def _refuse_other_record(out: Path, run_id: str) -> None:
+    """`run --out` onto a file that is not this run's record would destroy it."""
+    if not out.exists():
+        return
+    try:
+        held = json.loads(out.read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        held = None
+    if held != run_id:
+        what = f"the record of run {held}" if held else "a file that is not a run record"
+        raise UserError(f"{out} holds {what}, not of run {run_id}; choose another --out or "
+                        f"move it away")
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -398,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk or a read-only folder while writing an output
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}; free space or choose another output "
+              f"folder, then run the same command again (finished results are kept)",
+              file=sys.stderr)
         return 2
     except DivergedError as error:  # `ablate` keeps it as a failed cell; `run` ends here
         print(f"error: the run diverged: {error}; lower train.lr or check the config "

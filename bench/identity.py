@@ -9,6 +9,7 @@ unless the command names a separate, labeled set of cells (`--settings NAME`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bench.config import config_from_dict
@@ -43,20 +44,31 @@ def differing_keys(stored: Mapping[str, Any], planned: Mapping[str, Any]) -> dic
             if a.get(k, "absent") != b.get(k, "absent")}
 
 
+def settings_id(config: Mapping[str, Any]) -> str | None:
+    """The run id a stored config dict would have at seed 0: its settings, apart from the
+    seed, as this code reads them (None when it cannot)."""
+    return stored_run_id({**config, "seed": 0})
+
+
 def check_same_settings(cells: Sequence[Any],
-                        stored: Iterable[tuple[str, Mapping[str, Any] | None]],
+                        stored: Iterable[tuple[str, str, Mapping[str, Any] | None]],
                         where: str) -> None:
-    """Raise a one-line UserError when a stored attempt at a planned cell (`.key`,
-    `.config`: bench.runner.Cell) holds another config than the planned one.
-    `stored`: (cell key, stored config dict) per attempt."""
-    planned = {cell.key: cell for cell in cells}
-    for key, config in stored:
-        cell = planned.get(key)
-        if cell is None or config is None:
+    """Raise a one-line UserError when a stored attempt of a planned variant (any seed)
+    holds other settings than the plan: a report would then pair runs of two configs.
+
+    cells: the planned cells (`.key`, `.variant`, `.config`: bench.runner.Cell);
+    stored: (cell key, variant, stored config dict) per stored attempt."""
+    planned: dict[str, Any] = {}
+    for cell in cells:
+        planned.setdefault(cell.variant, cell.config)
+    for key, variant, config in stored:
+        plan = planned.get(variant)
+        if plan is None or config is None:
             continue
-        if stored_run_id(config) == cell.config.config_hash():
+        if settings_id(config) == replace(plan, seed=0).config_hash():
             continue
-        diff = differing_keys(config, cell.config.to_dict())
+        diff = differing_keys(config, plan.to_dict())
+        diff.pop("seed", None)
         shown = ", ".join(f"{k} {old} stored, {new} now"
                           for k, (old, new) in list(diff.items())[:4])
         more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""

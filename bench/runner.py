@@ -383,7 +383,8 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     name = grid_study_name(grid_name, profile_key)
     existing = store.find_study(name)
     if existing is not None:
-        check_same_settings(cells, ((r.cell, r.config) for r in store.cell_runs(existing)),
+        check_same_settings(cells, ((r.cell, r.variant, r.config)
+                                    for r in store.cell_runs(existing)),
                             f"the store's grid {grid_name}/{profile_key}")
     study_id = store.study_id(name, {"grid": grid_name, "profile": profile, "kind": "grid",
                                      **({"settings": settings} if settings else {})})

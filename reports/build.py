@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,43 @@ def load_runs(store: RunStore, grid: str, profile: str) -> list[CellRun]:
     study_id = store.find_study(grid_study_name(grid, profile))
     if study_id is None:
         raise UserError(f"no runs of grid {grid!r} with profile {profile!r} in {store.url}")
-    return list(latest_by_cell(store.cell_runs(study_id)).values())
+    return separate_settings(list(latest_by_cell(store.cell_runs(study_id)).values()))
+
+
+def _settings_key(config: dict) -> str:
+    """A config's identity apart from its seed."""
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+
+
+def separate_settings(runs: list[CellRun]) -> list[CellRun]:
+    """A report never mixes configs within a variant: when a variant's finished runs hold
+    several settings (a store written before cells were checked against their run ids),
+    the most common set keeps the variant's name and each other set is shown apart as
+    `variant@key=value` (its first differing key)."""
+    from bench.identity import differing_keys
+
+    by_variant: dict[str, dict[str, list[CellRun]]] = {}
+    for run in runs:
+        if run.record is not None:
+            key = _settings_key(run.record["config"])
+            by_variant.setdefault(run.variant, {}).setdefault(key, []).append(run)
+    renamed: dict[int, str] = {}
+    for variant, groups in by_variant.items():
+        if len(groups) < 2:
+            continue
+        ordered = sorted(groups.values(), key=lambda g: (-len(g), min(r.seed for r in g)))
+        main = ordered[0][0].record
+        assert main is not None
+        for group in ordered[1:]:
+            other = group[0].record
+            assert other is not None
+            diff = differing_keys(main["config"], other["config"])
+            diff.pop("seed", None)
+            label = next((f"{k}={new}" for k, (_, new) in diff.items()), "other")
+            for run in group:
+                renamed[run.trial_id] = f"{variant}@{label}"
+    return [replace(r, variant=renamed[r.trial_id], cell=renamed[r.trial_id] + "/seed"
+                    + str(r.seed)) if r.trial_id in renamed else r for r in runs]
 
 
 def _running(runs: Sequence[CellRun]) -> str:

@@ -118,6 +118,9 @@ BAD_INPUTS = [
      "holds cell supervised/seed0 with other settings (train.epochs 1 stored, 6 now)"),
     ([*SMOKE_GRID, "--variants", "supervised", "--set", "train.epochs=1", "--set",
       "train.lr=0.5", "--storage", "{store}"], "train.lr 0.002 stored, 0.5 now"),
+    (["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "2", "--variants",
+      "supervised", "--set", "train.epochs=2", "--storage", "{store}"],
+     "holds cell supervised/seed0 with other settings (train.epochs 1 stored, 2 now)"),
     ([*SMOKE_GRID, "--set", "seed=5", "--storage", "{store}"],
      "--set seed is not allowed: the command sets it"),
     ([*SMOKE_RUN, "--set", "seed=5"], "--set seed is not allowed"),
@@ -127,6 +130,7 @@ BAD_INPUTS = [
     (["report", "--grid", "mnist100", "--storage", "sqlite:///{tmp}/none.db", "--out",
       "{tmp}/never"], "none.db does not exist"),
     ([*SMOKE_GRID, "--storage", "sqlite://"], "is an in-memory database"),
+    ([*SMOKE_RUN, "--out", "{file}"], "holds a file that is not a run record"),
     ([*SMOKE_GRID, "--storage", "sqlite:///:memory:"], "is an in-memory database"),
     ([*SMOKE_RUN, "--threads", "-1"], "--threads must be >= 1"),
     ([*SMOKE_RUN, "--set", "train.lr=1e308"], "within float32's range"),
@@ -257,3 +261,16 @@ def test_a_diverging_run_ends_in_one_error_line_and_writes_no_record(tmp_path, d
     assert lines[0].startswith("run ") and len(lines) == 2  # the run's header, then the error
     assert lines[1].startswith("error: the run diverged: diverged at epoch 0")
     assert not out.exists()
+
+
+def test_run_out_onto_its_own_record_is_done_and_onto_another_is_refused(tmp_path, data_root):
+    out = tmp_path / "run.json"
+    args = [*SMOKE_RUN, "--set", "train.epochs=1", "--root", str(data_root), "--out", str(out)]
+    assert sslbench(*args).returncode == 0
+    record = out.read_text()
+    again = sslbench(*args)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert out.read_text() == record  # not trained again, not rewritten
+    other = sslbench(*args, "--set", "train.lr=0.001")
+    assert other.returncode == 2 and "holds the record of run" in other.stderr
+    assert out.read_text() == record

@@ -100,3 +100,32 @@ def test_the_headline_metric_is_a_choice(quick_store, tmp_path, metric):
     column = "final" if metric == "final" else "blog_accuracy"
     assert runs["accuracy"].tolist() == runs[column].tolist()
     assert f"headline per run: `{metric}`" in (tmp_path / "report.md").read_text()
+
+
+def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
+    """A store written before cells were checked against their run ids may hold one variant
+    under two settings; the report shows them as two variants, never pooled."""
+    import datetime as dt
+
+    import torch
+
+    from bench.config import build_config
+    from bench.record import build_record
+    from bench.runner import run_grid
+    from bench.store import grid_study_name
+    from bench.train import single_run
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = RunStore(url)
+    run_grid("mnist100", "smoke", [0, 1], store=store, variants=["control"],
+             overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
+    other = build_config("temporal_ensembling", 2, "smoke", {"train.epochs": "2"})
+    result = single_run(other, device=torch.device("cpu"), data_root=data_root)
+    study = store.find_study(grid_study_name("mnist100", "smoke"))
+    trial = store.claim_cell(study, "control/seed2", "control", 2, other.to_dict())
+    store.finish_cell(trial, build_record(other, result, torch.device("cpu"),
+                                          dt.datetime.now(dt.UTC)))
+    write_report(store, "mnist100", "smoke", tmp_path / "report")
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv").set_index("variant")
+    assert summary.loc["control", "n"] == 2
+    assert summary.loc["control@train.epochs=2", "n"] == 1
