@@ -52,8 +52,12 @@ def fill(folder: Path) -> Path:
 def finished(url: str) -> dict[str, float]:
     store = RunStore(url, create=False)
     study = store.find_study(grid_study_name("mnist100", "smoke"))
-    return {r.cell: r.record["metrics"]["final_test_accuracy"]
-            for r in store.cell_runs(study) if r.state == "COMPLETE"}
+    cells = {r.cell: r.record["metrics"]["final_test_accuracy"]
+             for r in store.cell_runs(study) if r.state == "COMPLETE"}
+    engine = getattr(store.storage, "engine", None)
+    if engine is not None:  # close the SQLite file: a busy mount cannot be remounted
+        engine.dispose()
+    return cells
 
 
 @pytest.mark.parametrize("scheme", ["journal", "sqlite"])
@@ -96,3 +100,26 @@ def test_a_torn_last_journal_line_is_cut_back_and_the_store_opens(tmp_path, data
                      str(data_root))
     assert again.returncode == 0, again.stderr[-2000:]
     assert sorted(finished(url)) == ["control/seed0", "ramp_none/seed0"]
+
+
+@pytest.mark.parametrize("scheme", ["journal", "sqlite"])
+def test_a_read_only_store_reports_and_refuses_writes_in_one_line(small_disk, data_root,
+                                                                  tmp_path, scheme):
+    name = "runs.log" if scheme == "journal" else "runs.db"
+    url = f"{scheme}:///{small_disk / name}"
+    first = sslbench(*GRID, "--variants", "control", "--storage", url, "--root", str(data_root))
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = finished(url)
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True,
+                             text=True)
+    if remount.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {remount.stderr.strip()}")
+    report = sslbench("report", "--grid", "mnist100", "--storage", url, "--out",
+                      str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr[-2000:]  # reading needs no write
+    refused = sslbench(*GRID, "--variants", "control", "ramp_none", "--storage", url, "--root",
+                       str(data_root))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "run store" in errors[0], refused.stderr[-3000:]
+    assert finished(url) == kept
