@@ -164,22 +164,45 @@ def detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = PO
         return math.nan
     if sd == 0:
         return 0.0
-    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                 alternative="two-sided")
-    return float(d) * sd
+    import warnings
+
+    with warnings.catch_warnings():  # a root finder that fails gives nan, said as such
+        warnings.simplefilter("ignore")
+        try:
+            d = float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha,
+                                               power=power, alternative="two-sided"))
+        except (ValueError, RuntimeError, ArithmeticError):
+            return math.nan
+    return d * sd
 
 
 def seeds_needed(sd: float, effect: float, alpha: float = ALPHA, power: float = POWER,
                  max_seeds: int = 10_000) -> int | None:
-    """Pairs a two-sided paired t-test at `alpha` needs to detect `effect` with `power`."""
+    """The fewest pairs (at least 2) with which a two-sided paired t-test at `alpha` detects
+    `effect` with `power`, by search over statsmodels' noncentral-t power (its root finder
+    fails at very large or small effects); None when more than `max_seeds` are needed or the
+    spread is unknown."""
     from statsmodels.stats.power import TTestPower
 
     if not (math.isfinite(sd) and sd > 0 and effect > 0):
         return None
-    n = TTestPower().solve_power(effect_size=effect / sd, nobs=None, alpha=alpha, power=power,
-                                 alternative="two-sided")
-    n = math.ceil(float(n))
-    return max(2, n) if n <= max_seeds else None
+    size = effect / sd
+
+    def enough(n: int) -> bool:
+        return float(TTestPower().power(effect_size=size, nobs=n, alpha=alpha,
+                                        alternative="two-sided")) >= power
+
+    if enough(2):
+        return 2
+    low, high = 2, 4
+    while not enough(high):
+        if high >= max_seeds:
+            return None
+        low, high = high, min(2 * high, max_seeds)
+    while high - low > 1:  # enough(high), not enough(low)
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def tost_paired(baseline: Sequence[float], variant: Sequence[float], delta: float) -> float:

@@ -209,3 +209,22 @@ def test_an_unreachable_postgres_store_is_a_one_line_error_quickly(kind, tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot open run store"), lines
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_other_settings_are_refused_and_kept_apart_on_every_shared_store(store_url, data_root,
+                                                                         tmp_path):
+    """The identity check on the stores several runners share (PostgreSQL, journal)."""
+    base = ["ablate", *SMALL, "--seeds", "1", "--variants", "control", "--storage", store_url,
+            "--checkpoints", str(tmp_path / "ckpt"), "--root", str(data_root)]
+    first = sslbench(*base, "--set", "train.epochs=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    refused = sslbench(*base, "--set", "train.epochs=2")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip().splitlines()[0]]
+    assert "train.epochs 1 stored, 2 now" in refused.stderr
+    apart = sslbench(*base, "--set", "train.epochs=2", "--settings", "two")
+    assert apart.returncode == 0, apart.stderr[-2000:]
+    store = RunStore(store_url, create=False)
+    for name, epochs in (("grid:mnist100:smoke", 1), ("grid:mnist100:smoke@two", 2)):
+        runs = store.cell_runs(store.find_study(name))
+        assert [r.record["config"]["train"]["epochs"] for r in runs] == [epochs]
