@@ -46,3 +46,23 @@ def keep_freed_memory() -> bool:
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
         (M_TOP_PAD, TOP_PAD_BYTES)))
     return _applied
+
+
+FLUSHED_DENORMALS = False  # whether this process flushes denormal floats to zero
+
+
+def flush_denormals() -> bool:
+    """Treat denormal floats (|x| < 1.2e-38 in fp32) as zero on the CPU.
+
+    Adam's second moment of a weight whose gradient vanishes (a dead unit; every weight of
+    the classic baseline once its loss is near 0) decays by beta2 per step into the denormal
+    range, where x86 arithmetic takes a slow path: at the paper protocol the classic
+    baseline fell from 11,000 to 3,100 train images/s by epoch 60, with 740 of its 20,538
+    second moments denormal. Flushing changes only values below 1.2e-38. Returns whether the
+    CPU supports it (x86 with SSE3); the record's environment says so.
+    """
+    global FLUSHED_DENORMALS
+    import torch
+
+    FLUSHED_DENORMALS = bool(torch.set_flush_denormal(True))
+    return FLUSHED_DENORMALS

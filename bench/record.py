@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bench import allocator
 from bench.config import RunConfig
 from bench.throughput import device_name, steady_median
 from bench.train import RunResult
@@ -63,6 +64,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "git": git_commit(),
+        "flush_denormal": allocator.FLUSHED_DENORMALS,  # see bench.allocator
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.allocator import keep_freed_memory
+from bench.allocator import flush_denormals, keep_freed_memory
 from bench.checkpoint import CheckpointPolicy, Interrupted, generator_states, restore_generators
 from bench.checkpoint import load as load_checkpoint
 from bench.checkpoint import save as save_checkpoint
@@ -101,6 +101,7 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
     saves at the next step boundary and raises Interrupted.
     """
     keep_freed_memory()  # glibc: no page faults for each step's reallocated activations
+    flush_denormals()  # CPU: no slow path for Adam's vanishing second moments
     if data is None:
         data = prepare(config.data, seeds, data_root, device, with_test=with_test)
     runs = len(seeds)
