@@ -212,7 +212,9 @@ def _reproduction_section(reproduced: pd.DataFrame) -> list[str]:
         markdown_table(reproduced.drop(columns=["p"]), {"n": 0, "published_n": 0}),
         "",
         "Ours (runs that did not collapse) beside the published values, for each per-run "
-        "figure; the published figure is marked. `diff` = ours - published in points, with "
+        "figure; the published figure is marked. Verdict: reproduced when the interval lies "
+        "within ±δ, inconclusive when it holds 0 but is wider, else above or below. "
+        "`diff` = ours - published in points, with "
         "its 95% Welch interval against the published seeds (a one-sample t interval against "
         "a single published figure); `published_sd_ddof0` is the population sd, as published.",
         "",
@@ -294,7 +296,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi)
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
                                                  adjust=False)
-    reproduced = tables.reproduction(frame, grid.references, profile)
+    reproduced = tables.reproduction(frame, grid.references, profile, sesoi)
     steps = planning.next_steps(paired, frame, sesoi, workers=2) if not paired.empty else None
     labels = tables.by_labels(frame)
     several_budgets = frame["num_labels"].nunique() > 1
@@ -317,8 +319,10 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     if several_budgets:
         figs.insert(0, figures.accuracy_by_labels(frame, out / "accuracy_by_labels.png"))
 
+    stored = set(frame["variant"])
     variants = "\n".join(
         f"- `{v.name}` ({v.method}): {v.description}"
+        + ("" if v.name in stored else " (no finished runs in this store)")
         + (f"; compared with `{b}`" if (b := grid.baseline_of(v.name)) else "; reference")
         for v in grid.variants)
     relabeled = sorted({r.variant for r in runs

@@ -188,8 +188,8 @@ def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
     return result[PAIRED_COLUMNS]
 
 
-def reproduction(frame: pd.DataFrame, references: Mapping[str, Any], profile: str
-                 ) -> pd.DataFrame:
+def reproduction(frame: pd.DataFrame, references: Mapping[str, Any], profile: str,
+                 sesoi: float = DEFAULT_SESOI) -> pd.DataFrame:
     """Ours beside published values, per referenced variant and per-run figure: our mean
     over runs that did not collapse, the published mean and population sd (ddof 0, as
     published), the difference with its 95% Welch interval (one-sample t against a single
@@ -213,9 +213,12 @@ def reproduction(frame: pd.DataFrame, references: Mapping[str, Any], profile: st
                 low = high = p = math.nan
             if math.isnan(p):
                 words = f"undetermined: {len(ours)} of our runs"
+            elif -sesoi <= low and high <= sesoi:
+                words = (f"reproduced: the difference lies within ±{sesoi:g} points "
+                         f"([{low:+.2f}, {high:+.2f}])")
             elif low <= 0 <= high:
-                words = (f"consistent with the published value: the difference is within "
-                         f"[{low:+.2f}, {high:+.2f}] points")
+                words = (f"inconclusive: not told apart from the published value, but the "
+                         f"interval [{low:+.2f}, {high:+.2f}] is wider than ±{sesoi:g} points")
             else:
                 words = f"{'above' if diff > 0 else 'below'} the published value (p={p:.3g})"
             if profile != published.profile:
