@@ -53,6 +53,9 @@ def test_same_config_and_seed_give_identical_runs(data_root):
     {"method": "pi_model", "data__translate_px": 2},
     {"method": "supervised", "data__translate_px": 1},
     {"train__precision": "bf16"},
+    {"train__batches": "fixed"},
+    {"train__batches": "fixed", "train__labeled_per_batch": 20},
+    {"train__steps_per_epoch": 3},
     {"method": "mean_teacher", "train__precision": "bf16"},
 ])
 def test_every_switch_changes_the_computed_losses(data_root, switch):
