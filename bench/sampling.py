@@ -40,6 +40,12 @@ class BatchPlan:
     labeled_per_batch: int  # L for `fixed`, b for `labeled`, 0 for `all` (it varies)
     images_per_epoch: int  # per run
 
+    def schedule(self, epochs: int) -> dict[str, int | str]:
+        """The record's `schedule`: which images the batches held, how many steps ran."""
+        return {"batches": self.batches, "steps_per_epoch": self.steps,
+                "batch_size": self.batch_size, "labeled_per_batch": self.labeled_per_batch,
+                "images_per_epoch": self.images_per_epoch, "total_steps": self.steps * epochs}
+
 
 def batch_plan(train: TrainConfig, num_train: int, num_labels: int) -> BatchPlan:
     """The epoch's shape; the default step count is the SSL pipeline's, ceil(N / B), so

@@ -3,6 +3,14 @@
 Data, labels, method state and random generators live on the training device; batches
 are drawn by index from a per-run seeded permutation. Inside the step nothing is read
 back to the host: loss sums accumulate on the device and are read once per epoch.
+
+The loop (`train_until_stopped`) is a flat sequence in the manner of nanoGPT's train.py:
+    state = init_state(...)            model, optimizer, method, generators, batch plan
+    for epoch: for step: train_step   forward, losses, backward, Adam, method update
+               end_epoch               the method's epoch update, the one read-back
+               evaluate                test (and validation) accuracy of each run
+    state_dict / load_state_dict       what a checkpoint holds, and resuming from it
+The micro-benchmarks (benchmarks/test_micro.py) time `train_step` itself.
 """
 
 from __future__ import annotations
@@ -23,13 +31,13 @@ from bench.checkpoint import save as save_checkpoint
 from bench.compiled import network_for
 from bench.config import RunConfig
 from bench.data import PreparedData, prepare
-from bench.errors import DivergedError
-from bench.model import augment, forward, init_params, predict
+from bench.errors import DivergedError, UserError
+from bench.model import NetworkFn, Params, augment, forward, init_params, predict
 from bench.precision import pass_context, resolve
-from bench.sampling import batch_plan, epoch_order
+from bench.sampling import BatchPlan, batch_plan, epoch_order
 from bench.seeds import generator
 from bench.throughput import peak_memory_mib, reset_peak_memory
-from methods import Batch, MethodContext, get_method
+from methods import Batch, Method, MethodContext, StepLosses, get_method
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,13 +45,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from bench.errors import UserError
-
         raise UserError(f"device {name!r} asked for, but no CUDA device is available; "
                         f"use --device cpu or --device auto")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        from bench.errors import UserError
-
+    if name != "cpu" and not name.startswith("cuda"):
         raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
     return torch.device(name)
 
@@ -83,7 +87,237 @@ class RunResult:
     schedule: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Training stopped on request at a step boundary, its state saved in `checkpoint`."""
+
+    checkpoint: Path
+    epoch: int  # the epoch (from 0) and step a resumed run starts at
+    step: int
+
+
 CURVE_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy")
+SHARED_KEYS = ("weight", "epoch_seconds", "eval_seconds", "train_images_per_s")
+LOSS_KEYS = ("supervised_loss", "unsupervised_loss", "train_loss")  # the rows of `sums`
+
+
+@dataclass
+class TrainState:
+    """A stack in training: what each step reads and what it changes.
+
+    Everything in the checkpoint (`state_dict`) is here; the rest is rebuilt from the config.
+    """
+
+    config: RunConfig
+    seeds: list[int]
+    device: torch.device
+    data: PreparedData
+    plan: BatchPlan  # which images each batch holds, and the steps per epoch
+    precision: str  # the passes' arithmetic (fp32, bf16)
+    network_fn: NetworkFn  # the network, compiled when the config asks
+    params: Params  # each (R, ...)
+    optimizer: torch.optim.Adam
+    method: Method
+    # Per-run generators by stream: "order" on the CPU (permutations match across devices),
+    # "noise", "dropout" and "augment" on the training device.
+    generators: dict[str, list[torch.Generator]]
+    sums: torch.Tensor  # (3, R) loss sums of this epoch so far, rows as LOSS_KEYS
+    order: torch.Tensor | None = None  # this epoch's sample order per run, (R, N)
+    epoch: int = 0  # the next epoch (from 0) and step to run
+    step: int = 0
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)  # per epoch, per run
+    shared: dict[str, list[float]] = field(default_factory=dict)  # per epoch, the stack's
+
+    @property
+    def runs(self) -> int:
+        return len(self.seeds)
+
+
+def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
+               device: torch.device) -> TrainState:
+    """A fresh stack: parameters drawn from each seed's init stream, Adam, the method."""
+    runs, cfg_train = len(seeds), config.train
+    params = init_params(config.model, data.num_classes, int(data.train_images.shape[-1]),
+                         [generator(s, "init") for s in seeds], device)
+    optimizer = torch.optim.Adam(params.values(), lr=cfg_train.lr,
+                                 betas=(cfg_train.beta1, cfg_train.beta2))
+    method = get_method(config.method.name)(MethodContext(
+        config=config.method, num_runs=runs, num_train=data.num_train,
+        num_classes=data.num_classes, num_labels=config.data.num_labels, device=device,
+        params=params))
+    generators = {"order": [generator(s, "order") for s in seeds],
+                  **{stream: [generator(s, stream, device) for s in seeds]
+                     for stream in ("noise", "dropout", "augment")}}
+    return TrainState(
+        config=config, seeds=list(seeds), device=device, data=data,
+        plan=batch_plan(cfg_train, data.num_train, config.data.num_labels),
+        precision=resolve(cfg_train.precision, device),
+        network_fn=network_for(cfg_train, device),  # UserError: CUDA graphs without CUDA
+        params=params, optimizer=optimizer, method=method, generators=generators,
+        sums=torch.zeros(3, runs, device=device),
+        curves={k: [] for k in (*CURVE_KEYS, "val_accuracy")},
+        shared={k: [] for k in SHARED_KEYS})
+
+
+def start_epoch(state: TrainState) -> None:
+    """Zero the loss sums and draw the epoch's sample order (not when resuming mid-epoch)."""
+    if state.step == 0:
+        state.sums = torch.zeros(3, state.runs, device=state.device)
+        state.order = epoch_order(state.plan, state.data.labeled_indices, state.data.num_train,
+                                  state.generators["order"]).to(state.device)
+
+
+def batch_indices(state: TrainState, step: int) -> torch.Tensor:
+    """(R, B) sample indices of `step` in this epoch's order."""
+    assert state.order is not None, "start_epoch draws the order"
+    size = state.plan.batch_size
+    return state.order[:, step * size:(step + 1) * size]
+
+
+def train_step(state: TrainState, indices: torch.Tensor, weight: torch.Tensor,
+               epoch: int) -> StepLosses:
+    """One optimizer step of every run on its batch `indices` (R, B), unsupervised term
+    weighted by `weight` (a device scalar: no sync in the step)."""
+    data, cfg_data, cfg_model = state.data, state.config.data, state.config.model
+    images = data.train_images[indices]
+    augmented = cfg_data.translate_px > 0 or cfg_data.hflip
+    gens = state.generators
+
+    def another_pass(pass_params: Params, images: torch.Tensor = images) -> torch.Tensor:
+        if augmented:  # each pass its own translation, as noise and dropout
+            images = augment(images, cfg_data.translate_px, cfg_data.hflip, gens["augment"])
+        with pass_context(state.precision, state.device):  # losses, state, Adam stay fp32
+            return forward(pass_params, cfg_model, images, training=True,
+                           noise_gens=gens["noise"], dropout_gens=gens["dropout"],
+                           network_fn=state.network_fn).float()
+
+    batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
+                  forward=another_pass)
+    losses = state.method.losses(another_pass(state.params), batch, epoch)
+    total = losses.supervised + weight * losses.unsupervised  # (R,)
+    state.optimizer.zero_grad(set_to_none=True)
+    # Runs are independent: the gradient of the sum is each run's own gradient.
+    total.sum().backward()
+    state.optimizer.step()
+    state.method.after_step(epoch)
+    state.sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
+    return losses
+
+
+def end_epoch(state: TrainState, epoch: int) -> torch.Tensor:
+    """The method's end-of-epoch update and the epoch's mean losses (3, R) on the host: the
+    one read-back of the epoch. DivergedError when a loss is not finite."""
+    state.method.end_epoch(epoch)
+    means = (state.sums / state.plan.steps).cpu()
+    for name, row in zip(LOSS_KEYS, means, strict=True):
+        if not torch.isfinite(row).all():
+            raise DivergedError(epoch, name)
+        state.curves[name].append(row.tolist())
+    return means
+
+
+def evaluate(state: TrainState) -> tuple[list[float], list[float] | None]:
+    """Per-run test and validation accuracy of the headline model (the method's first
+    evaluated one), appended to the curves with the other models' test accuracy (e.g. the
+    mean teacher's student). Without a test set, NaN; without a validation split, None."""
+    data, cfg_model = state.data, state.config.model
+    evaluated = state.method.evaluation_params()
+    headline = next(iter(evaluated.values()))
+    has_test = data.test_images is not None and data.test_labels is not None
+    test_acc = (_accuracy(headline, cfg_model, data.test_images, data.test_labels)
+                if has_test else [math.nan] * state.runs)
+    val_acc = (_accuracy(headline, cfg_model, data.val_images, data.val_labels)
+               if data.val_images is not None and data.val_labels is not None else None)
+    for name, other in list(evaluated.items())[1:] if has_test else []:
+        state.curves.setdefault(f"{name}_test_accuracy", []).append(
+            _accuracy(other, cfg_model, data.test_images, data.test_labels))
+    if has_test:
+        state.curves["test_accuracy"].append(test_acc)
+    if val_acc is not None:
+        state.curves["val_accuracy"].append(val_acc)
+    return test_acc, val_acc
+
+
+def state_dict(state: TrainState) -> dict[str, Any]:
+    """What a checkpoint holds: enough to resume at (state.epoch, state.step) bit for bit."""
+    return {"run_id": state.config.config_hash(), "seeds": list(state.seeds),
+            "epoch": state.epoch, "step": state.step,
+            "params": {k: v.detach() for k, v in state.params.items()},
+            "optimizer": state.optimizer.state_dict(), "method": state.method.state_dict(),
+            "generators": {k: generator_states(v) for k, v in state.generators.items()},
+            "order": state.order if state.step else None, "sums": state.sums,
+            "curves": state.curves, "shared": state.shared}
+
+
+def load_state_dict(state: TrainState, saved: dict[str, Any]) -> None:
+    with torch.no_grad():
+        for name, tensor in state.params.items():
+            tensor.copy_(saved["params"][name])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.method.load_state_dict(saved["method"])
+    for name, gens in state.generators.items():
+        restore_generators(gens, saved["generators"][name])
+    state.curves, state.shared = saved["curves"], saved["shared"]
+    state.epoch, state.step = int(saved["epoch"]), int(saved["step"])
+    state.order, state.sums = saved["order"], saved["sums"].to(state.device)
+
+
+def train_until_stopped(config: RunConfig, seeds: Sequence[int], *, device: torch.device,
+                        data_root: Path, data: PreparedData | None = None,
+                        progress: ProgressFn | None = None,
+                        checkpoint: CheckpointPolicy | None = None,
+                        with_test: bool = True) -> list[RunResult] | Stopped:
+    """Train one run per seed, all sharing `config` apart from the seed; Stopped when the
+    checkpoint policy's stop was set (its state saved, to resume from)."""
+    keep_freed_memory()  # glibc: no page faults for each step's reallocated activations
+    flush_denormals()  # CPU: no slow path for Adam's vanishing second moments
+    if data is None:
+        data = prepare(config.data, seeds, data_root, device, with_test=with_test)
+    state = init_state(config, seeds, data, device)
+    if checkpoint is not None and (saved := load_checkpoint(
+            checkpoint.path, config.config_hash(), list(seeds), device)) is not None:
+        load_state_dict(state, saved)
+    epochs, steps = config.train.epochs, state.plan.steps
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    for epoch in range(state.epoch, epochs):
+        state.epoch = epoch
+        weight = state.method.weight(epoch)
+        weight_t = torch.tensor(weight, device=device)
+        start_epoch(state)
+        epoch_start = time.perf_counter()
+        for step in range(state.step, steps):
+            train_step(state, batch_indices(state, step), weight_t, epoch)
+            if checkpoint is not None and checkpoint.stop.is_set():  # a host bool: no sync
+                state.step = step + 1
+                return _save(state, checkpoint)
+        state.step = 0
+        means = end_epoch(state, epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds = time.perf_counter() - epoch_start
+        eval_start = time.perf_counter()
+        test_acc, val_acc = evaluate(state)
+        eval_seconds = time.perf_counter() - eval_start
+        images_per_s = state.runs * state.plan.images_per_epoch / epoch_seconds
+        for key, value in zip(SHARED_KEYS, (weight, epoch_seconds, eval_seconds, images_per_s),
+                              strict=True):
+            state.shared[key].append(value)
+        if progress is not None:
+            progress(EpochSummary(
+                epoch=epoch, epochs=epochs, weight=weight, supervised_loss=means[0].tolist(),
+                unsupervised_loss=means[1].tolist(), train_loss=means[2].tolist(),
+                test_accuracy=test_acc, val_accuracy=val_acc, epoch_seconds=epoch_seconds,
+                eval_seconds=eval_seconds, train_images_per_s=images_per_s,
+                elapsed_seconds=time.perf_counter() - started))
+        state.epoch = epoch + 1
+        if checkpoint is not None and state.epoch < epochs and (
+                checkpoint.stop.is_set() or (checkpoint.every_epochs
+                                             and state.epoch % checkpoint.every_epochs == 0)):
+            saved_at = _save(state, checkpoint)
+            if checkpoint.stop.is_set():
+                return saved_at
+    return _results(state)
 
 
 def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device,
@@ -91,182 +325,45 @@ def train_stack(config: RunConfig, seeds: Sequence[int], *, device: torch.device
                 progress: ProgressFn | None = None,
                 checkpoint: CheckpointPolicy | None = None,
                 with_test: bool = True) -> list[RunResult]:
-    """Train one run per seed, all sharing `config` apart from the seed.
+    """`train_until_stopped` for library use: a stop raises Interrupted.
 
     With with_test=False the test set is never loaded nor evaluated (searches score on the
     validation split, data.val_size); test accuracies are then empty and NaN.
 
     With a checkpoint policy, the stack resumes from `checkpoint.path` when it exists,
     saves there every `checkpoint.every_epochs` epochs, and when `checkpoint.stop` is set
-    saves at the next step boundary and raises Interrupted.
+    saves at the next step boundary and stops.
     """
-    keep_freed_memory()  # glibc: no page faults for each step's reallocated activations
-    flush_denormals()  # CPU: no slow path for Adam's vanishing second moments
-    if data is None:
-        data = prepare(config.data, seeds, data_root, device, with_test=with_test)
-    runs = len(seeds)
-    cfg_model, cfg_train = config.model, config.train
-    num_train = data.num_train
-    image_size = int(data.train_images.shape[-1])
+    outcome = train_until_stopped(config, seeds, device=device, data_root=data_root, data=data,
+                                  progress=progress, checkpoint=checkpoint, with_test=with_test)
+    if isinstance(outcome, Stopped):
+        raise Interrupted(outcome.checkpoint, outcome.epoch, outcome.step)
+    return outcome
 
-    params = init_params(cfg_model, data.num_classes, image_size,
-                         [generator(s, "init") for s in seeds], device)
-    optimizer = torch.optim.Adam(params.values(), lr=cfg_train.lr,
-                                 betas=(cfg_train.beta1, cfg_train.beta2))
-    method = get_method(config.method.name)(MethodContext(
-        config=config.method, num_runs=runs, num_train=num_train,
-        num_classes=data.num_classes, num_labels=config.data.num_labels, device=device,
-        params=params))
-    order_gens = [generator(s, "order") for s in seeds]  # CPU: permutations match across devices
-    noise_gens = [generator(s, "noise", device) for s in seeds]
-    dropout_gens = [generator(s, "dropout", device) for s in seeds]
-    augment_gens = [generator(s, "augment", device) for s in seeds]
-    cfg_data = config.data
-    augmented = cfg_data.translate_px > 0 or cfg_data.hflip
-    precision = resolve(cfg_train.precision, device)
-    network_fn = network_for(cfg_train, device)  # UserError: CUDA graphs without CUDA
 
-    plan = batch_plan(cfg_train, num_train, config.data.num_labels)  # which images, how many
-    batch_size, steps = plan.batch_size, plan.steps
-    schedule = {"batches": plan.batches, "steps_per_epoch": steps, "batch_size": batch_size,
-                "labeled_per_batch": plan.labeled_per_batch,
-                "images_per_epoch": plan.images_per_epoch,
-                "total_steps": steps * cfg_train.epochs}
-    results = [RunResult(seed=s, labeled_indices=data.labeled_indices[i].tolist(), stack_size=runs,
-                         precision=precision, schedule=dict(schedule))
-               for i, s in enumerate(seeds)]
-    curves: dict[str, list[list[float]]] = {k: [] for k in (*CURVE_KEYS, "val_accuracy")}
-    shared: dict[str, list[float]] = {"weight": [], "epoch_seconds": [], "eval_seconds": [],
-                                      "train_images_per_s": []}
-    run_id = config.config_hash()  # the seed field aside, all runs of a stack share it
-    generators = {"order": order_gens, "noise": noise_gens, "dropout": dropout_gens,
-                  "augment": augment_gens}
-    sums = torch.zeros(3, runs, device=device)  # supervised, unsupervised, total loss sums
-    order: torch.Tensor | None = None  # this epoch's permutation per run, (R, N)
-    start_epoch = start_step = 0
+def _save(state: TrainState, checkpoint: CheckpointPolicy) -> Stopped:
+    save_checkpoint(checkpoint.path, state_dict(state))
+    return Stopped(checkpoint.path, state.epoch, state.step)
 
-    def snapshot(next_epoch: int, next_step: int) -> dict[str, Any]:
-        return {"run_id": run_id, "seeds": list(seeds), "epoch": next_epoch, "step": next_step,
-                "params": {k: v.detach() for k, v in params.items()},
-                "optimizer": optimizer.state_dict(), "method": method.state_dict(),
-                "generators": {k: generator_states(v) for k, v in generators.items()},
-                "order": order if next_step else None, "sums": sums,
-                "curves": curves, "shared": shared}
 
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint.path, run_id, list(seeds), device)
-        if state is not None:
-            with torch.no_grad():
-                for name, tensor in params.items():
-                    tensor.copy_(state["params"][name])
-            optimizer.load_state_dict(state["optimizer"])
-            method.load_state_dict(state["method"])
-            for name, gens in generators.items():
-                restore_generators(gens, state["generators"][name])
-            curves, shared = state["curves"], state["shared"]
-            start_epoch, start_step = int(state["epoch"]), int(state["step"])
-            order, sums = state["order"], state["sums"].to(device)
-
-    reset_peak_memory(device)
-    started = time.perf_counter()
-
-    for epoch in range(start_epoch, cfg_train.epochs):
-        weight = method.weight(epoch)
-        weight_t = torch.tensor(weight, device=device)  # a device scalar: no sync in the step
-        first_step, start_step = start_step, 0
-        if first_step == 0:
-            sums = torch.zeros(3, runs, device=device)
-            order = epoch_order(plan, data.labeled_indices, num_train, order_gens).to(device)
-        assert order is not None
-        epoch_start = time.perf_counter()
-        for step in range(first_step, steps):
-            indices = order[:, step * batch_size:(step + 1) * batch_size]  # (R, B)
-            images = data.train_images[indices]
-
-            def another_pass(pass_params: dict[str, torch.Tensor],
-                             images: torch.Tensor = images) -> torch.Tensor:
-                if augmented:  # each pass its own translation, as noise and dropout
-                    images = augment(images, cfg_data.translate_px, cfg_data.hflip,
-                                     augment_gens)
-                with pass_context(precision, device):  # losses, state and optimizer stay fp32
-                    return forward(pass_params, cfg_model, images, training=True,
-                                   noise_gens=noise_gens, dropout_gens=dropout_gens,
-                                   network_fn=network_fn).float()
-
-            batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
-                          forward=another_pass)
-            logits = another_pass(params)
-            losses = method.losses(logits, batch, epoch)
-            total = losses.supervised + weight_t * losses.unsupervised  # (R,)
-            optimizer.zero_grad(set_to_none=True)
-            # Runs are independent: the gradient of the sum is each run's own gradient.
-            total.sum().backward()
-            optimizer.step()
-            method.after_step(epoch)
-            sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
-            if checkpoint is not None and checkpoint.stop.is_set():  # a host bool: no sync
-                save_checkpoint(checkpoint.path, snapshot(epoch, step + 1))
-                raise Interrupted(checkpoint.path, epoch, step + 1)
-        method.end_epoch(epoch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_seconds = time.perf_counter() - epoch_start
-
-        means = (sums / steps).cpu()  # the one read-back of the epoch
-        for name, row in zip(("supervised_loss", "unsupervised_loss", "train_loss"), means,
-                             strict=True):
-            if not torch.isfinite(row).all():
-                raise DivergedError(epoch, name)
-            curves[name].append(row.tolist())
-
-        eval_start = time.perf_counter()
-        evaluated = method.evaluation_params()  # the first model gives the headline
-        headline = next(iter(evaluated.values()))
-        has_test = data.test_images is not None and data.test_labels is not None
-        test_acc = (_accuracy(headline, cfg_model, data.test_images, data.test_labels)
-                    if has_test else [math.nan] * runs)
-        val_acc = (_accuracy(headline, cfg_model, data.val_images, data.val_labels)
-                   if data.val_images is not None and data.val_labels is not None else None)
-        for name, other in list(evaluated.items())[1:] if has_test else []:
-            # e.g. the mean teacher's student beside its teacher
-            curves.setdefault(f"{name}_test_accuracy", []).append(
-                _accuracy(other, cfg_model, data.test_images, data.test_labels))
-        eval_seconds = time.perf_counter() - eval_start
-        if has_test:
-            curves["test_accuracy"].append(test_acc)
-        if val_acc is not None:
-            curves["val_accuracy"].append(val_acc)
-        images_per_s = runs * plan.images_per_epoch / epoch_seconds
-        for key, value in (("weight", weight), ("epoch_seconds", epoch_seconds),
-                           ("eval_seconds", eval_seconds), ("train_images_per_s", images_per_s)):
-            shared[key].append(value)
-        if progress is not None:
-            progress(EpochSummary(
-                epoch=epoch, epochs=cfg_train.epochs, weight=weight,
-                supervised_loss=means[0].tolist(), unsupervised_loss=means[1].tolist(),
-                train_loss=means[2].tolist(), test_accuracy=test_acc, val_accuracy=val_acc,
-                epoch_seconds=epoch_seconds, eval_seconds=eval_seconds,
-                train_images_per_s=images_per_s,
-                elapsed_seconds=time.perf_counter() - started))
-        last_epoch = epoch + 1 == cfg_train.epochs
-        if (checkpoint is not None and not last_epoch
-                and (checkpoint.stop.is_set() or (checkpoint.every_epochs
-                                                  and (epoch + 1) % checkpoint.every_epochs == 0))):
-            save_checkpoint(checkpoint.path, snapshot(epoch + 1, 0))
-            if checkpoint.stop.is_set():
-                raise Interrupted(checkpoint.path, epoch + 1, 0)
-
-    peak_mib = peak_memory_mib(device)
-    for run, result in enumerate(results):
-        result.curves = {key: [per_run[run] for per_run in values]
-                         for key, values in curves.items() if values}
-        result.curves.update({k: list(v) for k, v in shared.items()})
-        result.curves["peak_memory_mib"] = [peak_mib]
-        result.final_test_accuracy = result.curves.get("test_accuracy", [math.nan])[-1]
+def _results(state: TrainState) -> list[RunResult]:
+    """Each run's curves (per epoch), the stack's shared series and peak memory."""
+    peak_mib = peak_memory_mib(state.device)
+    schedule = state.plan.schedule(state.config.train.epochs)
+    results = []
+    for run, seed in enumerate(state.seeds):
+        curves = {key: [per_run[run] for per_run in values]
+                  for key, values in state.curves.items() if values}
+        curves.update({k: list(v) for k, v in state.shared.items()})
+        curves["peak_memory_mib"] = [peak_mib]
+        results.append(RunResult(
+            seed=seed, labeled_indices=state.data.labeled_indices[run].tolist(), curves=curves,
+            final_test_accuracy=curves.get("test_accuracy", [math.nan])[-1],
+            stack_size=state.runs, precision=state.precision, schedule=dict(schedule)))
     return results
 
 
-def _accuracy(params: dict[str, torch.Tensor], cfg_model: Any, images: torch.Tensor | None,
+def _accuracy(params: Params, cfg_model: Any, images: torch.Tensor | None,
               labels: torch.Tensor | None) -> list[float]:
     """Per-run accuracy in [0, 1] of the evaluation-mode model."""
     assert images is not None and labels is not None

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.config import build_config
+from bench.config import build_config, with_overrides
 from bench.data import PreparedData
-from bench.model import Params, forward, init_params
+from bench.model import Params, forward
 from bench.precision import pass_context
 from bench.seeds import generator
-from methods import Batch, Method, MethodContext, StepLosses, get_method, method_names
+from bench.train import init_state, train_step
+from methods import Method, MethodContext, StepLosses, method_names
 from methods.losses import UNLABELED, softmax_mse, supervised_loss
 from methods.temporal_ensembling import TemporalEnsembling
 
@@ -50,44 +51,32 @@ def batch_indices(data: PreparedData, runs: int) -> torch.Tensor:
 
 
 class Step:
-    """One training step of `method_name` for a stack of `runs`, as bench/train.py does it."""
+    """One training step of `method_name` for a stack of `runs`: bench.train's own
+    `train_step`, on a state built by its `init_state`, so the figures are of the code
+    that trains."""
 
     def __init__(self, method_name: str, runs: int, data: PreparedData,
                  device: torch.device, precision: str = "fp32") -> None:
-        config = build_config(method_name, 0, "smoke")
-        self.precision = precision
-        seeds = list(range(runs))
-        self.model_config = config.model
+        config = with_overrides(build_config(method_name, 0, "smoke"),
+                                {"train.precision": precision})
         self.device = device
-        self.params: Params = init_params(config.model, data.num_classes, 28,
-                                          [generator(s, "init") for s in seeds], device)
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=config.train.lr,
-                                          betas=(config.train.beta1, config.train.beta2))
-        self.method: Method = get_method(method_name)(MethodContext(
-            config=config.method, num_runs=runs, num_train=data.num_train,
-            num_classes=data.num_classes, num_labels=config.data.num_labels, device=device,
-            params=self.params))
-        self.noise_gens = [generator(s, "noise", device) for s in seeds]
-        self.dropout_gens = [generator(s, "dropout", device) for s in seeds]
+        self.state = init_state(config, list(range(runs)), data, device)
+        self.method: Method = self.state.method
+        self.params: Params = self.state.params
         self.indices = batch_indices(data, runs)
-        self.images = data.train_images[self.indices]  # (R, B, 1, 28, 28)
         self.labels = data.run_labels[:runs].gather(1, self.indices)
         self.weight = torch.tensor(self.method.weight(EPOCH), device=device)
 
-    def another_pass(self, params: Params) -> torch.Tensor:
-        with pass_context(self.precision, self.device):  # as bench/train.py: losses in fp32
-            return forward(params, self.model_config, self.images, training=True,
-                           noise_gens=self.noise_gens, dropout_gens=self.dropout_gens).float()
+    def logits(self) -> torch.Tensor:
+        """A training-mode pass of the step's images, without a step."""
+        images = self.state.data.train_images[self.indices]
+        gens = self.state.generators
+        with torch.no_grad(), pass_context(self.state.precision, self.device):
+            return forward(self.params, self.state.config.model, images, training=True,
+                           noise_gens=gens["noise"], dropout_gens=gens["dropout"]).float()
 
     def __call__(self) -> StepLosses:
-        logits = self.another_pass(self.params)
-        batch = Batch(indices=self.indices, labels=self.labels, forward=self.another_pass)
-        losses = self.method.losses(logits, batch, EPOCH)
-        total = losses.supervised + self.weight * losses.unsupervised
-        self.optimizer.zero_grad(set_to_none=True)
-        total.sum().backward()
-        self.optimizer.step()
-        self.method.after_step(EPOCH)
+        losses = train_step(self.state, self.indices, self.weight, EPOCH)
         _sync(self.device)
         return losses
 
@@ -159,8 +148,7 @@ def test_temporal_ensemble_end_of_epoch(benchmark, device, runs):
 def logits_and_labels(mnist, device):
     """Real logits (5, 100, 10) of a freshly initialized stack, and the batch's labels."""
     step = Step("supervised", 5, mnist, device)
-    with torch.no_grad():
-        return step.another_pass(step.params), step.labels
+    return step.logits(), step.labels
 
 
 @pytest.mark.parametrize("runs", STACKS)
