@@ -120,8 +120,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from ablations import get_grid, grid_names
     from bench.config import get_profile, parse_set_args
     from bench.datasets import get_dataset, verify
+    from bench.queue import HEARTBEAT_S
     from bench.runner import plan_cells, run_grid
-    from bench.store import HEARTBEAT_S, RunStore, default_checkpoint_dir
+    from bench.store import RunStore, default_checkpoint_dir
 
     if args.list:
         for name in grid_names():
@@ -164,15 +165,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
+    if outcome.stopped:
+        return _stopped()
     return 1 if outcome.failed else 0
+
+
+def _stopped(detail: str = "") -> int:
+    """The stop the user asked for (Ctrl-C, SIGTERM): exit status 130, as a shell's."""
+    print(f"interrupted{detail}: finished results are kept; run the same command to resume",
+          file=sys.stderr)
+    return 130
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from ablations.spaces import get_space, space_names
     from bench.config import get_profile, parse_set_args
     from bench.datasets import get_dataset, verify
+    from bench.queue import HEARTBEAT_S
     from bench.search import SearchSettings, check_settings, finalize, run_search, summary_lines
-    from bench.store import HEARTBEAT_S
 
     if args.list:
         for name in space_names():
@@ -196,6 +206,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         path = finalize(args.storage, args.space, args.profile, seeds=args.final_seeds,
                         workers=workers, device=args.device, data_root=_data_root(args),
                         out=out, threads=args.threads, log=_log)
+        if path is None:
+            return _stopped()
         print(f"final comparison written: {path}")
         return 0
     settings = SearchSettings(space=args.space, profile=args.profile, trials=args.trials,
@@ -265,7 +277,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.store import DEFAULT_GRACE_S, DEFAULT_URL
+    from bench.queue import DEFAULT_GRACE_S
+    from bench.store import DEFAULT_URL
 
     parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -430,10 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(nothing was written)", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as stop:
-        detail = f" ({stop})" if isinstance(stop, Interrupted) else ""
-        print(f"interrupted{detail}: finished results are kept; run the same command to "
-              f"resume", file=sys.stderr)
-        return 130
+        return _stopped(f" ({stop})" if isinstance(stop, Interrupted) else "")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,11 @@ grace period) is marked failed and its parameters are queued again, once.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,16 @@ from optuna.trial import TrialState
 from ablations.grid import Grid, Variant, get_grid, register_grid
 from ablations.spaces import get_space
 from bench.errors import ConfigError, DivergedError, UserError
-from bench.store import DEFAULT_GRACE_S, HEARTBEAT_S, RunStore, is_sqlite, owner_gone
+from bench.pool import WorkerPool
+from bench.queue import (
+    DEFAULT_GRACE_S,
+    HEARTBEAT_S,
+    Heartbeat,
+    beat_interval,
+    owner_gone,
+    reap_trials,
+)
+from bench.store import RunStore, is_sqlite
 from bench.train import EpochSummary, resolve_device, train_stack
 
 SEARCH_SEED_BASE = 1000
@@ -156,24 +163,6 @@ def objective(trial: optuna.Trial, settings: SearchSettings, device: torch.devic
 # -- workers ---------------------------------------------------------------------------------
 
 
-def _reap_dead_trials(study: optuna.Study, store: RunStore, grace_s: float, log: Log) -> None:
-    """Fail RUNNING trials whose worker is gone; queue their parameters again, once."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        why = owner_gone(trial.user_attrs.get("owner"), trial.user_attrs.get("heartbeat"),
-                         grace_s)
-        if why is None:
-            continue
-        try:  # one reaper per dead trial, even when several workers notice it at once
-            store.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE],
-                                           f"claim:retry:{study.study_name}:{trial.number}")
-        except optuna.exceptions.DuplicatedStudyError:
-            continue
-        store.storage.set_trial_user_attr(trial._trial_id, "failure", f"interrupted: {why}")
-        store.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        log(f"trial {trial.number}: {why}; its parameters are queued again")
-
-
 def _finished(study: optuna.Study) -> tuple[int, int]:
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -204,20 +193,17 @@ def refuse_unsafe_sqlite(store: RunStore, settings: SearchSettings, workers: int
 
 
 def search_worker(settings: SearchSettings, url: str, device_name: str, data_root: str,
-                  worker: int = 0, threads: int | None = None, log: Log = _stderr) -> int:
+                  worker: int = 0, log: Log = _stderr) -> int:
     """Run trials until the study holds `settings.trials` finished ones; return how many
-    this worker ran."""
-    from bench.runner import Heartbeat
-
-    if threads:
-        torch.set_num_threads(threads)
+    this worker ran. Trials are popped with Optuna's `ask` (queued retries first)."""
     device = resolve_device(device_name)
     store = RunStore(url)
     study = open_study(store, settings, worker)
     ran = failures = 0
-    with Heartbeat(url, interval_s=min(HEARTBEAT_S, settings.grace_s / 3)) as heartbeat:
+    with Heartbeat(url, beat_interval(settings.grace_s)) as heartbeat:
         while True:
-            _reap_dead_trials(study, store, settings.grace_s, log)
+            for line in reap_trials(store, study, settings.grace_s):
+                log(line)
             done, running = _finished(study)
             if done >= settings.trials:
                 return ran
@@ -230,29 +216,38 @@ def search_worker(settings: SearchSettings, url: str, device_name: str, data_roo
             trial = study.ask()
             trial.set_user_attr("owner", store.owner)
             trial.set_user_attr("heartbeat", time.time())
-            heartbeat.add(trial._trial_id)
+            trial_id = store.trial_id(study.study_name, trial.number)
+            heartbeat.add(trial_id)
             log(f"trial {trial.number} ({done} of {settings.trials} finished) starts")
             try:
-                value = objective(trial, settings, device, Path(data_root), log)
-            except optuna.TrialPruned as pruned:
-                study.tell(trial, state=TrialState.PRUNED)
-                log(f"trial {trial.number} pruned: {pruned}")
-            except DivergedError as error:
-                trial.set_user_attr("failure", str(error))
-                study.tell(trial, state=TrialState.FAIL)
-                failures += 1
-                log(f"trial {trial.number} failed: {error}")
-            except BaseException:
-                trial.set_user_attr("failure", "interrupted or crashed")
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            else:
-                study.tell(trial, value)
-                log(f"trial {trial.number}: val acc {value:.2%} with {_params(trial.params)} "
-                    f"(best so far {study.best_value:.2%}, trial {study.best_trial.number})")
+                failures += _run_trial(study, trial, settings, device, Path(data_root), log)
             finally:
-                heartbeat.remove(trial._trial_id)
+                heartbeat.remove(trial_id)
             ran += 1
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SearchSettings,
+               device: torch.device, data_root: Path, log: Log) -> int:
+    """Train and tell one trial; 1 if it failed (diverged), else 0."""
+    try:
+        value = objective(trial, settings, device, data_root, log)
+    except optuna.TrialPruned as pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        log(f"trial {trial.number} pruned: {pruned}")
+    except DivergedError as error:
+        trial.set_user_attr("failure", str(error))
+        study.tell(trial, state=TrialState.FAIL)
+        log(f"trial {trial.number} failed: {error}")
+        return 1
+    except BaseException:
+        trial.set_user_attr("failure", "interrupted or crashed")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        study.tell(trial, value)
+        log(f"trial {trial.number}: val acc {value:.2%} with {_params(trial.params)} "
+            f"(best so far {study.best_value:.2%}, trial {study.best_trial.number})")
+    return 0
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -274,15 +269,16 @@ def run_search(settings: SearchSettings, url: str, *, workers: int, device: str,
         f"images, {workers} worker(s), store {url}")
     # On CPU the cores are shared out, one process per core at most (never oversubscribed).
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    if workers <= 1:
-        search_worker(settings, url, device, str(data_root), threads=threads, log=log)
-    else:
-        context = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(search_worker, settings, url, device, str(data_root), w,
-                                   threads) for w in range(workers)]
-            for future in futures:
-                future.result()
+    # A stop (Ctrl-C) raises KeyboardInterrupt here: the trial in progress is told failed.
+    with WorkerPool[int, int](workers, threads, catch_signals=False) as pool:
+        for w in range(workers):  # the in-process worker logs where the caller asked
+            pool.submit(w, search_worker, settings, url, device, str(data_root), w,
+                        *([log] if workers <= 1 else []))
+        while pool.in_flight:
+            for _, future in pool.poll():
+                future.result()  # a worker's error ends the search with it
+        for _, future in pool.poll():  # the in-process worker's
+            future.result()
     return optuna.load_study(study_name=study.study_name, storage=RunStore(url).storage)
 
 
@@ -366,9 +362,10 @@ def final_grid(study: optuna.Study) -> Grid:
 
 def finalize(url: str, space: str, profile: str, *, seeds: int, workers: int, device: str,
              data_root: Path, out: Path, threads: int | None = None,
-             log: Log = _stderr) -> Path:
+             log: Log = _stderr) -> Path | None:
     """Run the final comparison (resumable, stored like a grid) and write its report with
-    the search's summary and Optuna's figures; returns report.md's path."""
+    the search's summary and Optuna's figures; returns report.md's path, or None when a
+    stop was asked (the finished cells are kept)."""
     from bench.runner import run_grid
     from bench.store import default_checkpoint_dir
     from reports.build import write_report
@@ -387,22 +384,21 @@ def finalize(url: str, space: str, profile: str, *, seeds: int, workers: int, de
     outcome = run_grid(grid.name, profile, list(range(seeds)), store=store,
                        overrides=overrides, workers=workers, device=device, threads=threads,
                        data_root=data_root, checkpoint_dir=default_checkpoint_dir(url), log=log)
+    if outcome.stopped:
+        return None
     if outcome.failed:
         log(f"{len(outcome.failed)} final runs failed: {', '.join(outcome.failed)}")
-    path = write_report(store, grid.name, profile, out)
+    out.mkdir(parents=True, exist_ok=True)
     figures = optuna_figures(study, out)
-    text = path.read_text()
     settings = study.user_attrs["settings"]
     search_seeds = range(SEARCH_SEED_BASE, SEARCH_SEED_BASE + settings["seeds_per_trial"])
-    search_section = [
+    return write_report(store, grid.name, profile, out, preamble=[
         "## The search", *summary_lines(study),
         f"- search seeds: {', '.join(map(str, search_seeds))}; final seeds: "
         f"{', '.join(map(str, range(seeds)))} (never searched on)",
         f"- validation split: {settings['val_size']} training images, labels used only for "
         f"scoring; the test set was not read during the search",
-        "", *[f"![{p.stem}]({p.name})" for p in figures], ""]
-    path.write_text(text.replace("## Protocol", "\n".join(search_section) + "\n## Protocol", 1))
-    return path
+        "", *[f"![{p.stem}]({p.name})" for p in figures], ""])
 
 
 def _variants_attr(grid: Grid) -> list[dict[str, Any]]:

@@ -13,17 +13,13 @@ optuna-dashboard can browse any of them.
 Cell states: COMPLETE (finished; never run again), RUNNING (owned by a live process),
 FAIL (crashed, interrupted or diverged; the reason is kept, and the first two are retried).
 
-Several runners may work on one grid. A runner claims a cell by creating a study named
-after the cell and its attempt number: study names are unique in every storage, so of two
-runners racing for a cell exactly one wins, whatever the engine's isolation. A running cell
-carries a heartbeat; a cell whose owner stopped beating (a machine gone, `kill -9`), or
-whose owner process on this host is dead, is marked interrupted and claimed again.
+Several runners may work on one grid: bench.queue claims cells, beats for them, reaps those
+whose owner is gone and settles their results; this module reads and writes the storage.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import socket
 import time
@@ -47,14 +43,6 @@ from bench.journal import SafeJournalFileBackend
 DEFAULT_URL = "sqlite:///sslbench.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-# Failure kinds: a crash or an interruption is retried on the next invocation; a
-# divergence is deterministic for its config and seed, so it is kept unless asked.
-RETRIED_FAILURES = ("error", "interrupted")
-
-# Heartbeats of running cells and trials: written every HEARTBEAT_S seconds; an owner
-# silent for longer than the grace period is taken for dead and its work is retried.
-HEARTBEAT_S = 10.0
-DEFAULT_GRACE_S = 120.0
 # Names the worker in the store; set it where several machines share a host name.
 ENV_WORKER_HOST = "SSLBENCH_WORKER_HOST"
 # A database server that accepts the TCP connection but never answers (a stuck proxy, a
@@ -217,41 +205,7 @@ class RunStore:
     def study_names(self) -> list[str]:
         return [s.study_name for s in self.storage.get_all_studies()]
 
-    # -- cells -----------------------------------------------------------------------
-    def claim_cell(self, study_id: int, cell: str, variant: str, seed: int,
-                   config: dict[str, Any]) -> int | None:
-        """Start a new attempt at `cell` unless it is finished or running, atomically
-        across processes and machines; None when another runner has it."""
-        with writing(self.url, f"claiming {cell}"):
-            return self._claim_cell(study_id, cell, variant, seed, config)
-
-    def _claim_cell(self, study_id: int, cell: str, variant: str, seed: int,
-                    config: dict[str, Any]) -> int | None:
-        attempts = [r for r in self.cell_runs(study_id) if r.cell == cell]
-        if any(r.state in ("COMPLETE", "RUNNING") for r in attempts):
-            return None
-        study_name = self.storage.get_study_name_from_id(study_id)
-        # The mutex: one claim study per (cell, run id, attempt); the name is unique. The run
-        # id keeps a cell of another config under the same key (the classic `supervised`
-        # beside the legacy pipeline cells it replaced) from meeting the old claims.
-        from bench.identity import stored_run_id
-
-        run_id = stored_run_id(config) or "unreadable"
-        try:
-            self.storage.create_new_study([StudyDirection.MAXIMIZE],
-                                          f"claim:{study_name}:{cell}:{run_id}:{len(attempts)}")
-        except optuna.exceptions.DuplicatedStudyError:
-            return None
-        # Created with its attributes in one write: a runner scanning the store never
-        # meets a half-written attempt (a cell without its seed or owner).
-        attrs = {"cell": cell, "variant": variant, "seed": seed, "config": config,
-                 "owner": self.owner, "started_at": _now(), "heartbeat": time.time()}
-        template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None,
-                               datetime_start=dt.datetime.now(), datetime_complete=None,
-                               params={}, distributions={}, user_attrs=attrs, system_attrs={},
-                               intermediate_values={}, trial_id=0)
-        return self.storage.create_new_trial(study_id, template_trial=template)
-
+    # -- cells (bench.queue claims, reaps and settles them) ---------------------------
     def beat(self, trial_id: int) -> None:
         """A sign of life for a running cell or trial."""
         self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
@@ -290,31 +244,11 @@ class RunStore:
         return [_cell_run(t) for t in self.storage.get_all_trials(study_id, deepcopy=False)
                 if "cell" in t.user_attrs]
 
-    def reap_interrupted(self, study_id: int, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
-        """Mark RUNNING cells as interrupted when their owner is gone: a dead process on
-        this host, or no heartbeat for `grace_s` seconds (any host). Returns the cells."""
-        reaped = []
-        for run in self.cell_runs(study_id):
-            if run.state != "RUNNING":
-                continue
-            why = owner_gone(run.owner, run.heartbeat, grace_s)
-            # Several runners may notice the same dead owner: the first one reaps it.
-            if why and self.fail_cell(run.trial_id,
-                                      f"interrupted: {why} before the cell finished",
-                                      "interrupted"):
-                reaped.append(run.cell)
-        return reaped
-
-
-def owner_gone(owner: str | None, heartbeat: float | None, grace_s: float) -> str | None:
-    """Why the owner of a running cell or trial is taken for dead, or None if it lives."""
-    if owner:
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host == host_name() and pid.isdigit() and not _pid_alive(int(pid)):
-            return f"process {owner} ended"
-    if heartbeat is not None and time.time() - heartbeat > grace_s:
-        return f"{owner or 'its owner'} sent no heartbeat for {grace_s:.0f} s"
-    return None
+    def trial_id(self, study_name: str, number: int) -> int:
+        """The storage's id of trial `number` of a study (Optuna keeps it private on
+        trials; heartbeats and reaping address trials by it)."""
+        study_id = self.storage.get_study_id_from_name(study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -403,20 +337,6 @@ def _cell_run(trial: FrozenTrial) -> CellRun:
                    failure=attrs.get("failure"), failure_kind=attrs.get("failure_kind"),
                    record=record, config=attrs.get("config"), owner=attrs.get("owner"),
                    heartbeat=attrs.get("heartbeat"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def latest_by_cell(runs: list[CellRun]) -> dict[str, CellRun]:

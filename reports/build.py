@@ -14,14 +14,13 @@ import pandas as pd
 from ablations import get_grid
 from ablations.grid import Grid, Variant
 from bench.errors import ConfigError, UserError
+from bench.queue import DEFAULT_GRACE_S, owner_gone
 from bench.store import (
-    DEFAULT_GRACE_S,
     CellRun,
     RunStore,
     grid_study_name,
     latest_by_cell,
     legacy_variant_name,
-    owner_gone,
 )
 from reports import figures, planning, tables
 from reports.stats import ALPHA, DEFAULT_SESOI
@@ -269,11 +268,13 @@ def _next_step_section(steps: pd.DataFrame | None, frame: pd.DataFrame,
 
 
 def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
-                 metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI) -> Path:
+                 metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI,
+                 preamble: Sequence[str] = ()) -> Path:
     """Write report.md, CSV tables and PNG figures into `out`; return report.md's path.
 
     `metric` is the per-run headline (tables.METRICS); `sesoi` the smallest effect of
-    interest in points, the equivalence margin of the verdicts."""
+    interest in points, the equivalence margin of the verdicts; `preamble` markdown lines
+    before the protocol (a search's summary)."""
     if not (math.isfinite(sesoi) and sesoi > 0):
         raise UserError(f"--sesoi must be a positive number of accuracy points, got {sesoi}")
     if not any(n.startswith(f"grid:{grid_name}:") for n in store.study_names()):
@@ -347,6 +348,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         "",
         grid.description + ".",
         "",
+        *preamble,
         "## Protocol",
         *_protocol(runs, grid_name, profile, store.url),
         "",

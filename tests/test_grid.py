@@ -352,22 +352,25 @@ class StoppedWhileStacked(DivergesWhenStacked):
     """Diverges in stacks, and the user asks to stop while the stack trains."""
 
     def losses(self, logits, batch, epoch):
-        from bench import runner
+        from bench.pool import worker_stop
 
         if self.context.num_runs > 1:
-            runner._stop.set()
+            worker_stop().set()
         return super().losses(logits, batch, epoch)
 
 
 def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root, monkeypatch):
     from bench.config import build_config
-    from bench.runner import execute_job
+    from bench.pool import WorkerPool
+    from bench.runner import JobSpec, execute_job
 
     monkeypatch.setitem(registry._REGISTRY, "test_stopped_stacked", StoppedWhileStacked)
     configs = [build_config("test_stopped_stacked", seed, "smoke", {"train.epochs": 2}).to_dict()
                for seed in (0, 1)]
-    epochs: list[str] = []
-    results = execute_job(configs, "control/seeds0,1", "cpu", str(data_root),
-                          progress=lambda key, summary: epochs.append(key))
-    assert [r["status"] for r in results] == ["interrupted", "interrupted"]
+    epochs: list[str] = []  # the jobs that reported an epoch
+    with WorkerPool[str, list](1, 1, lambda message: epochs.append(message[0])) as pool:
+        pool.submit("job", execute_job,
+                    JobSpec("control/seeds0,1", tuple(configs), "cpu", str(data_root)))
+        ((_, future),) = list(pool.poll())
+    assert [r.status for r in future.result()] == ["interrupted", "interrupted"]
     assert epochs == []  # no cell was rerun alone: the stack diverged in its first epoch

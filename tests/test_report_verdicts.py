@@ -110,6 +110,7 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
     import torch
 
     from bench.config import build_config
+    from bench.queue import claim_cell
     from bench.record import build_record
     from bench.runner import run_grid
     from bench.store import grid_study_name
@@ -122,7 +123,7 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
     other = build_config("temporal_ensembling", 2, "smoke", {"train.epochs": "2"})
     result = single_run(other, device=torch.device("cpu"), data_root=data_root)
     study = store.find_study(grid_study_name("mnist100", "smoke"))
-    trial = store.claim_cell(study, "control/seed2", "control", 2, other.to_dict())
+    trial = claim_cell(store, study, "control/seed2", "control", 2, other.to_dict())
     store.finish_cell(trial, build_record(other, result, torch.device("cpu"),
                                           dt.datetime.now(dt.UTC)))
     write_report(store, "mnist100", "smoke", tmp_path / "report")

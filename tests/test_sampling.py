@@ -162,6 +162,7 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     the same key is claimed and trained beside it, not skipped."""
     import optuna
 
+    from bench.queue import claim_cell
     from bench.runner import run_grid
     from bench.store import RunStore, grid_study_name
 
@@ -174,13 +175,13 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     study = store.study_id(grid_study_name("mnist100", "smoke"))
     store.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE],
                                    "claim:grid:mnist100:smoke:supervised/seed0:0")  # old claim
-    trial = store._claim_cell(study, "supervised/seed0", "supervised", 0, legacy)
+    trial = claim_cell(store, study, "supervised/seed0", "supervised", 0, legacy)
     assert trial is not None
     store.finish_cell(trial, {"run_id": "legacy", "metrics": {"final_test_accuracy": 0.5},
                               "method": "supervised", "config": legacy})
     outcome = run_grid("mnist100", "smoke", [0], store=store, variants=["supervised"],
                        overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
-    assert outcome.finished == ["supervised/seed0"]  # trained, not "running elsewhere"
+    assert outcome.finished == ["supervised/seed0"], outcome  # trained, not "running elsewhere"
     runs = {r.cell: r for r in store.cell_runs(study) if r.state == "COMPLETE"}
     assert sorted(runs) == ["supervised/seed0", "supervised_pipeline/seed0"]
     assert runs["supervised_pipeline/seed0"].record["method"] == "supervised_pipeline"

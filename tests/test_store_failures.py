@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from bench.queue import claim_cell
 from bench.runner import Progress
 from bench.store import RunStore, grid_study_name, host_name
 from reports.build import _running
@@ -25,11 +26,11 @@ def test_the_report_tells_running_cells_from_stale_ones(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)
     study = store.study_id(grid_study_name("mnist100", "smoke"))
-    store.claim_cell(study, "control/seed0", "control", 0, {})  # this live process
+    claim_cell(store, study, "control/seed0", "control", 0, {})  # this live process
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     store.owner = f"{host_name()}:{dead}"  # a runner that has exited
-    store.claim_cell(study, "control/seed1", "control", 1, {})
+    claim_cell(store, study, "control/seed1", "control", 1, {})
     text = _running(store.cell_runs(study))
     assert text.startswith("1 running: control/seed0")
     assert "1 stale, their runner gone" in text and "control/seed1" in text
@@ -52,3 +53,46 @@ def test_three_runners_on_a_fresh_sqlite_file_all_finish(tmp_path, data_root):
     runs = store.cell_runs(store.find_study(grid_study_name("mnist100", "smoke")))
     done = sorted(r.cell for r in runs if r.state == "COMPLETE")
     assert done == ["control/seed0", "ramp_none/seed0", "supervised/seed0"]  # each once
+
+
+def test_a_claim_leaves_no_study_and_a_stale_racer_backs_off(tmp_path, monkeypatch):
+    """The claim study is deleted once the attempt exists. A runner that read the store
+    before that attempt was made wins the freed name later, and must then see the attempt
+    and back off rather than start the cell a second time."""
+    from bench import queue
+
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    study = store.study_id(grid_study_name("mnist100", "smoke"))
+    first = claim_cell(store, study, "control/seed0", "control", 0, {})
+    assert first is not None
+    assert store.study_names() == [grid_study_name("mnist100", "smoke")]  # no claim left
+
+    real = queue._attempts
+    reads = iter([[]])  # the racer's first read predates the first attempt
+
+    def stale_then_real(*args):
+        return next(reads, None) or real(*args)
+
+    monkeypatch.setattr(queue, "_attempts", stale_then_real)
+    assert claim_cell(store, study, "control/seed0", "control", 0, {}) is None
+    assert [r.trial_id for r in store.cell_runs(study)] == [first]  # no second attempt
+    assert store.study_names() == [grid_study_name("mnist100", "smoke")]
+
+
+def test_spent_claims_of_older_versions_are_tidied_and_pending_ones_kept(tmp_path):
+    import optuna
+
+    from bench.queue import tidy_claims
+
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    study = store.study_id(grid_study_name("mnist100", "smoke"))
+    claim_cell(store, study, "control/seed0", "control", 0, {})
+    direction = [optuna.study.StudyDirection.MAXIMIZE]
+    spent = ["claim:grid:mnist100:smoke:control/seed0:0",  # the oldest form: cell, attempt
+             "claim:grid:mnist100:smoke:control/seed0:abc123:0"]  # cell, run id, attempt
+    pending = "claim:grid:mnist100:smoke:control/seed1:0"  # its runner may be mid-claim
+    for name in (*spent, pending, "claim:grid:other:smoke:control/seed0:0"):
+        store.storage.create_new_study(direction, name)
+    assert tidy_claims(store, study) == 2
+    assert sorted(store.study_names()) == sorted([grid_study_name("mnist100", "smoke"), pending,
+                                                  "claim:grid:other:smoke:control/seed0:0"])

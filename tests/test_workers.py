@@ -124,8 +124,8 @@ def test_runners_started_at_once_run_every_cell_exactly_once(store_url, runners,
     # The cells each runner says it ran add up to the grid: none ran twice.
     ran = [int(n) for output in outputs for n in re.findall(r"(\d+) run now", output)]
     assert len(ran) == count and sum(ran) == len(cells), outputs
-    claims = [n for n in store.study_names() if n.startswith("claim:")]
-    assert len(claims) == len(cells)
+    # Every claim study was deleted once its attempt was made: the store holds the grid alone.
+    assert store.study_names() == [grid_study_name("mnist100", "smoke")]
 
 
 @pytest.mark.parametrize(("store_url", "killed_host"), [
