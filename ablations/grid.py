@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import ConfigError
+from methods.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -80,22 +81,16 @@ class Grid:
                           f"choose from: {', '.join(v.name for v in self.variants)}")
 
 
-_GRIDS: dict[str, Grid] = {}
+GRIDS: Registry[Grid] = Registry("grid", error=ConfigError, hint=" (`sslbench ablate --list`)")
 
 
 def register_grid(grid: Grid) -> Grid:
-    if grid.name in _GRIDS:
-        raise ValueError(f"grid {grid.name!r} is registered twice")
-    _GRIDS[grid.name] = grid
-    return grid
+    return GRIDS.add(grid.name, grid)
 
 
 def grid_names() -> list[str]:
-    return sorted(_GRIDS)
+    return GRIDS.names()
 
 
 def get_grid(name: str) -> Grid:
-    if name not in _GRIDS:
-        raise ConfigError(f"unknown grid {name!r}; choose one of: {', '.join(grid_names())} "
-                          f"(`sslbench ablate --list`)")
-    return _GRIDS[name]
+    return GRIDS.get(name)

@@ -15,6 +15,7 @@ import optuna
 
 from bench.config import RunConfig, build_config
 from bench.errors import ConfigError
+from methods.registry import Registry
 
 Suggest = Callable[[optuna.trial.BaseTrial], dict[str, Any]]
 
@@ -33,27 +34,22 @@ class SearchSpace:
         return build_config(self.method, seed, profile, overrides, self.suggest(trial))
 
 
-_SPACES: dict[str, SearchSpace] = {}
+SPACES: Registry[SearchSpace] = Registry("search space", error=ConfigError)
 
 
 def register_space(name: str, method: str, description: str) -> Callable[[Suggest], Suggest]:
     def decorate(suggest: Suggest) -> Suggest:
-        if name in _SPACES:
-            raise ValueError(f"search space {name!r} is registered twice")
-        _SPACES[name] = SearchSpace(name, method, description, suggest)
+        SPACES.add(name, SearchSpace(name, method, description, suggest))
         return suggest
     return decorate
 
 
 def space_names() -> list[str]:
-    return sorted(_SPACES)
+    return SPACES.names()
 
 
 def get_space(name: str) -> SearchSpace:
-    if name not in _SPACES:
-        raise ConfigError(f"unknown search space {name!r}; choose one of: "
-                          f"{', '.join(space_names())}")
-    return _SPACES[name]
+    return SPACES.get(name)
 
 
 def _shared(trial: optuna.trial.BaseTrial) -> dict[str, Any]:

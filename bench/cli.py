@@ -40,7 +40,7 @@ def _data_root(args: argparse.Namespace) -> Path:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from bench.datasets import DATASETS, fetch, get_dataset
 
-    names = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    names = DATASETS.names() if args.dataset == "all" else [args.dataset]
     for name in names:
         print(fetch(_data_root(args), get_dataset(name), log=_log))
     return 0
@@ -182,7 +182,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bench.config import get_profile, parse_set_args
     from bench.datasets import get_dataset, verify
     from bench.queue import HEARTBEAT_S
-    from bench.search import SearchSettings, check_settings, finalize, run_search, summary_lines
+    from bench.search import SearchSettings, check_settings, run_search, summary_lines
+    from reports.search import finalize
 
     if args.list:
         for name in space_names():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal
 
 from bench.errors import ConfigError
+from methods.registry import Registry
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -62,14 +63,15 @@ class DataConfig:
     def __post_init__(self) -> None:
         from bench.datasets import DATASETS
 
-        _check(self.dataset in DATASETS,
-               f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: "
+                                         f"{', '.join(DATASETS.names())}")
         _check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
-        classes = DATASETS[self.dataset].num_classes
+        spec = DATASETS.get(self.dataset)
+        classes = spec.num_classes
         _check(self.num_labels % classes == 0,
                f"data.num_labels={self.num_labels} must be divisible by the {classes} classes "
                f"for a balanced split")
-        total = DATASETS[self.dataset].num_train
+        total = spec.num_train
         _check(self.train_size is None or self.train_size <= total,
                f"data.train_size={self.train_size} exceeds the {total} training images of "
                f"{self.dataset}")
@@ -244,20 +246,17 @@ class Profile:
     description: str = ""
 
 
-PROFILES: dict[str, Profile] = {
-    "paper": Profile("paper", PAPER_EPOCHS,
-                     description="the blog's protocol: 300 epochs, all data"),
-    "quick": Profile("quick", 30, description="30 epochs, all data; epoch lengths scaled 30/300"),
-    "smoke": Profile("smoke", 6, train_size=2000, test_size=1000,
-                     description="a small real slice for tests: 2,000 train / 1,000 test, "
-                                 "6 epochs"),
-}
+PROFILES: Registry[Profile] = Registry("profile", error=ConfigError)
+for _profile in (
+        Profile("paper", PAPER_EPOCHS, description="the blog's protocol: 300 epochs, all data"),
+        Profile("quick", 30, description="30 epochs, all data; epoch lengths scaled 30/300"),
+        Profile("smoke", 6, train_size=2000, test_size=1000,
+                description="a small real slice for tests: 2,000 train / 1,000 test, 6 epochs")):
+    PROFILES.add(_profile.name, _profile)
 
 
 def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise ConfigError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return PROFILES.get(name)
 
 
 def apply_profile(config: RunConfig, profile: Profile) -> RunConfig:

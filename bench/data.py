@@ -48,7 +48,7 @@ def balanced_labeled_indices(labels: torch.Tensor, num_labels: int, num_classes:
 
     labels (N,) -> sorted int64 indices (num_labels,). Depends only on (labels, k, seed).
     """
-    if num_labels % num_classes:
+    if num_labels % num_classes:  # this function's own contract (naive.py calls it too)
         raise ConfigError(f"data.num_labels={num_labels} must be divisible by the "
                           f"{num_classes} classes for a balanced split")
     per_class = num_labels // num_classes
@@ -91,28 +91,20 @@ def prepare(config: DataConfig, seeds: Sequence[int], root: Path,
             device: torch.device, *, with_test: bool = True) -> PreparedData:
     spec = get_dataset(config.dataset)
     train_x, train_y, test_x, test_y = load_raw(root, spec, test=with_test)
+    # DataConfig checked the sizes against the dataset's (and load_raw its files' hashes).
     if config.train_size is not None:
-        if config.train_size > len(train_x):
-            raise ConfigError(f"data.train_size={config.train_size} exceeds the "
-                              f"{len(train_x)} training images")
         train_x, train_y = train_x[: config.train_size], train_y[: config.train_size]
     if config.test_size is not None and test_x is not None and test_y is not None:
         test_x, test_y = test_x[: config.test_size], test_y[: config.test_size]
 
     val_x = val_y = None
     if config.val_size:
-        if config.val_size + config.num_labels > len(train_x):
-            raise ConfigError(f"data.val_size={config.val_size} plus data.num_labels="
-                              f"{config.num_labels} exceed the {len(train_x)} training images")
         order = torch.randperm(len(train_x), generator=generator(VALIDATION_SEED, "validation"))
         val_idx = order[: config.val_size].sort().values
         pool_idx = order[config.val_size:].sort().values
         val_x, val_y = train_x[val_idx], train_y[val_idx]
         train_x, train_y = train_x[pool_idx], train_y[pool_idx]
 
-    if config.num_labels > len(train_x):
-        raise ConfigError(f"data.num_labels={config.num_labels} exceeds the {len(train_x)} "
-                          f"training images")
     labeled = torch.stack([balanced_labeled_indices(train_y, config.num_labels, spec.num_classes, s)
                            for s in seeds])
     run_labels = torch.full((len(seeds), len(train_x)), UNLABELED, dtype=torch.long)

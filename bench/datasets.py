@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import DataError
+from methods.registry import Registry
 
 ENV_ROOT = "SSLBENCH_DATA"
 
@@ -90,13 +91,13 @@ FASHION_MNIST = DatasetSpec(
     debian_dir="/usr/share/datasets/fashion-mnist",
 )
 
-DATASETS: dict[str, DatasetSpec] = {MNIST.name: MNIST, FASHION_MNIST.name: FASHION_MNIST}
+DATASETS: Registry[DatasetSpec] = Registry("dataset", error=DataError)
+for _spec in (MNIST, FASHION_MNIST):
+    DATASETS.add(_spec.name, _spec)
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS.get(name)
 
 
 def default_root() -> Path:

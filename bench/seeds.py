@@ -1,6 +1,7 @@
 """Independent random streams derived from a run's seed.
 
-Each stream (label split, init, batch order, input noise, dropout) gets its own generator
+Each stream (the label split "labels", "init", the batch "order", input "noise", "dropout",
+"augment", and the fixed "validation" split) gets its own generator
 seeded by hashing (seed, stream name), so changing how one stream is used never shifts
 another: the same seed draws the same labeled subset in every variant of a grid.
 """
@@ -11,7 +12,6 @@ import hashlib
 
 import torch
 
-STREAMS = ("labels", "init", "order", "noise", "dropout")
 # The validation split is one fixed held-out set for every run (it must not move with the
 # seed, or runs of one search would be scored on different images).
 VALIDATION_SEED = 0

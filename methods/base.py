@@ -10,15 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from methods.losses import supervised_loss
 from methods.ramp import unsupervised_weight
 
-if TYPE_CHECKING:
-    from bench.config import MethodConfig
+
+class MethodConfig(Protocol):
+    """The knobs methods read (bench.config.MethodConfig holds, validates and hashes them;
+    this layer imports nothing of the engine)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def w_max(self) -> float: ...
+    @property
+    def ramp_epochs(self) -> int: ...
+    @property
+    def ramp_shape(self) -> float: ...
+    @property
+    def supervised_scaling(self) -> str: ...
+    @property
+    def ensemble_momentum(self) -> float: ...
+    @property
+    def ensemble_target(self) -> str: ...
+    @property
+    def ema_decay(self) -> float: ...
+    @property
+    def ema_decay_after_ramp(self) -> float | None: ...
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,74 @@
-"""Method registry: methods register by decorator; a duplicate name is an error."""
+"""One registry type for everything chosen by name: methods, grids, search spaces,
+profiles and datasets (in the manner of timm's `_registry.py`).
+
+- `add` registers; a duplicate name is an error (two modules claiming one name is a bug).
+- `get` of an unknown name raises the registry's error with "choose one of: ...".
+- `scoped` registers for the length of a `with` block: tests add their own methods and
+  grids without leaving them behind or patching private dicts.
+
+It lives here, in the bottom layer (methods imports nothing of the engine), so that every
+layer above can use it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from methods.base import Method
 
-_REGISTRY: dict[str, type[Method]] = {}
+T = TypeVar("T")
+
+
+class UnknownNameError(LookupError):
+    """A name no registry entry has; the message lists the choices."""
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, *, error: type[Exception] = UnknownNameError,
+                 hint: str = "") -> None:
+        """kind: what the entries are, in messages ("method", "grid"); error: what `get`
+        raises for an unknown name (the engine's registries raise its ConfigError, a
+        one-line user error); hint: appended to that message, e.g. where to list them."""
+        self.kind, self.error, self.hint = kind, error, hint
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> T:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice "
+                             f"({_origin(self._entries[name])} and {_origin(entry)})")
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise self.error(f"unknown {self.kind} {name!r}; choose one of: "
+                             f"{', '.join(self.names())}{self.hint}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    @contextlib.contextmanager
+    def scoped(self, name: str, entry: T) -> Iterator[T]:
+        """Registered inside the block only."""
+        self.add(name, entry)
+        try:
+            yield entry
+        finally:
+            del self._entries[name]
+
+
+def _origin(entry: object) -> str:
+    return getattr(entry, "__module__", None) or type(entry).__module__
+
+
+METHODS: Registry[type[Method]] = Registry("method")
 
 M = TypeVar("M", bound="type[Method]")
 
@@ -17,22 +77,17 @@ def register(name: str) -> Callable[[M], M]:
     """Class decorator: `@register("pi_model")` makes the method available by that name."""
 
     def decorate(cls: M) -> M:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is registered twice "
-                             f"({_REGISTRY[name].__module__} and {cls.__module__})")
         cls.name = name
-        _REGISTRY[name] = cls
+        METHODS.add(name, cls)
         return cls
 
     return decorate
 
 
 def method_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def get_method(name: str) -> type[Method]:
-    if name not in _REGISTRY:
-        # Config validation normally catches this first; kept for direct library use.
-        raise KeyError(f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
-    return _REGISTRY[name]
+    # Config validation normally catches an unknown name first (as a ConfigError).
+    return METHODS.get(name)

@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 from ablations import get_grid
-from ablations.grid import Grid, Variant, register_grid
+from ablations.grid import GRIDS, Grid, Variant
 from bench.runner import run_grid
 from bench.store import RunStore, grid_study_name, latest_by_cell
 from methods import Method, StepLosses, registry
@@ -198,7 +198,7 @@ class Raises(Method):
         return StepLosses(self.supervised(logits, batch), torch.zeros(logits.shape[0]))
 
 
-BROKEN = register_grid(Grid(
+BROKEN = Grid(
     name="test_broken",
     description="control plus a cell that raises and one that diverges",
     variants=(
@@ -206,11 +206,17 @@ BROKEN = register_grid(Grid(
         Variant("raises", "test_raises"),
         Variant("diverges", "temporal_ensembling", {"train.lr": 1e30}),
     ),
-))
+)
 
 
-def test_failed_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_root, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "test_raises", Raises)  # this test's only
+@pytest.fixture
+def broken_grid():
+    """The grid and its crashing method, registered for this test only."""
+    with registry.METHODS.scoped("test_raises", Raises), GRIDS.scoped(BROKEN.name, BROKEN):
+        yield BROKEN
+
+
+def test_failed_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_root, broken_grid):
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     outcome = run_grid("test_broken", "smoke", [0], store=store, data_root=data_root,
                        overrides={"train.epochs": "2"}, log=lambda _: None)
@@ -329,15 +335,20 @@ class DivergesWhenStacked(Method):
         return StepLosses(supervised, torch.zeros(logits.shape[0]))
 
 
-STACK_SPLIT = register_grid(Grid(
+STACK_SPLIT = Grid(
     name="test_stack_split",
     description="a method that diverges only in stacks",
     variants=(Variant("control", "test_diverges_stacked", {}),),
-))
+)
 
 
-def test_a_diverging_stack_is_rerun_cell_by_cell(tmp_path, data_root, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "test_diverges_stacked", DivergesWhenStacked)
+def test_a_diverging_stack_is_rerun_cell_by_cell(tmp_path, data_root):
+    with registry.METHODS.scoped("test_diverges_stacked", DivergesWhenStacked), \
+            GRIDS.scoped(STACK_SPLIT.name, STACK_SPLIT):
+        _rerun_cell_by_cell(tmp_path, data_root)
+
+
+def _rerun_cell_by_cell(tmp_path, data_root):
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     outcome = run_grid("test_stack_split", "smoke", [0, 1], store=store, data_root=data_root,
                        overrides={"train.epochs": "2"}, stack=2, log=lambda _: None,
@@ -359,14 +370,19 @@ class StoppedWhileStacked(DivergesWhenStacked):
         return super().losses(logits, batch, epoch)
 
 
-def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root, monkeypatch):
+def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
     from bench.config import build_config
+
+    with registry.METHODS.scoped("test_stopped_stacked", StoppedWhileStacked):
+        configs = [build_config("test_stopped_stacked", seed, "smoke",
+                                {"train.epochs": 2}).to_dict() for seed in (0, 1)]
+        _stop_during_a_stack(configs, data_root)
+
+
+def _stop_during_a_stack(configs, data_root):
     from bench.pool import WorkerPool
     from bench.runner import JobSpec, execute_job
 
-    monkeypatch.setitem(registry._REGISTRY, "test_stopped_stacked", StoppedWhileStacked)
-    configs = [build_config("test_stopped_stacked", seed, "smoke", {"train.epochs": 2}).to_dict()
-               for seed in (0, 1)]
     epochs: list[str] = []  # the jobs that reported an epoch
     with WorkerPool[str, list](1, 1, lambda message: epochs.append(message[0])) as pool:
         pool.submit("job", execute_job,
