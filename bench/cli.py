@@ -53,10 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import load as load_checkpoint
     from bench.config import build_config, parse_set_args
     from bench.datasets import get_dataset, verify
-    from bench.record import build_record
+    from bench.record import build_record, git_commit
     from bench.runner import default_threads
     from bench.train import EpochSummary, resolve_device, single_run
 
+    git_commit()  # the code that trains, read before it does
     config = build_config(args.method, args.seed, args.profile, parse_set_args(args.set or []))
     device = resolve_device(args.device)
     verify(_data_root(args), get_dataset(config.data.dataset))  # before any output

@@ -33,8 +33,10 @@ COLLAPSE_FACTOR_OF_CHANCE = 2.0
 def git_commit() -> dict[str, Any]:
     """The commit of the harness's source tree, and whether it had uncommitted changes.
 
-    Read once per process, when this module is imported (below): a commit made while a
-    long grid runs must not be credited with code that was loaded before it.
+    Read once per process, at its first call: a commit made while a long grid runs must
+    not be credited with code loaded before it, so the runner calls this when it starts
+    (bench.runner.run_grid, and each job in its worker process), not when a record is
+    written hours later. Importing this module reads nothing.
     """
     source = Path(__file__).resolve().parent.parent
     try:
@@ -47,8 +49,6 @@ def git_commit() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
 
-
-git_commit()  # at import: see the docstring
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from bench.config import RunConfig, build_config, config_from_dict
 from bench.errors import DivergedError
 from bench.identity import check_same_settings, study_suffix
 from bench.pool import WorkerPool, report, worker_stop
+from bench.progress import Progress
 from bench.queue import (
     DEFAULT_GRACE_S,
     HEARTBEAT_S,
@@ -45,9 +46,9 @@ from bench.queue import (
     settle,
     tidy_claims,
 )
-from bench.record import build_record
+from bench.record import build_record, git_commit
 from bench.store import RunStore, grid_study_name, latest_by_cell
-from bench.train import EpochSummary, Stopped, resolve_device, train_until_stopped
+from bench.train import Stopped, resolve_device, train_until_stopped
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def execute_job(spec: JobSpec) -> list[JobResult]:
     so only the diverging seed is marked; a stop asked meanwhile leaves the cells not yet
     rerun interrupted.
     """
+    git_commit()  # this process's code, read before training (bench.record.git_commit)
     results = _attempt(spec, spec.configs)
     if len(spec.configs) == 1 or results[0].status != "diverged":
         return results
@@ -201,55 +203,6 @@ def _attempt(spec: JobSpec, config_dicts: Sequence[dict[str, Any]]) -> list[JobR
     except Exception as error:
         detail = traceback.format_exc(limit=8)
         return [JobResult("error", reason=f"{type(error).__name__}: {error}\n{detail}")] * cells
-
-
-# -- progress ------------------------------------------------------------------------------
-
-
-class Progress:
-    """One line per epoch: cells done / total, the cell's epoch and accuracy, time left."""
-
-    def __init__(self, total: int, done: int, workers: int, epochs_per_cell: int,
-                 stream: Any = sys.stderr, stack: int = 1, pending: int = 0) -> None:
-        self.total, self.done, self.workers = total, done, workers
-        self.epochs_per_cell = epochs_per_cell
-        self.stack = stack  # cells trained together: a pending cell costs 1/stack of a job
-        self.stream = stream
-        self.epoch_seconds: list[float] = []
-        self.epochs_left_in_flight: dict[str, int] = {}
-        self.pending = pending  # cells not yet claimed
-        self.counted: set[str] = set()
-
-    def epoch(self, cell: str, summary: EpochSummary) -> None:
-        self.epoch_seconds.append(summary.epoch_seconds + summary.eval_seconds)
-        self.epochs_left_in_flight[cell] = summary.epochs - summary.epoch - 1
-        recent = self.epoch_seconds[-20:]
-        per_epoch = sum(recent) / len(recent)
-        epochs_left = (sum(self.epochs_left_in_flight.values())
-                       + self.pending * self.epochs_per_cell / self.stack)
-        eta = per_epoch * epochs_left / self.workers
-        acc = ", ".join(f"{a:.2%}" for a in summary.test_accuracy)
-        print(f"[{self.done}/{self.total} cells] {cell} epoch {summary.epoch + 1}/{summary.epochs}"
-              f" test acc {acc} w {summary.weight:.4f} "
-              f"{summary.train_images_per_s:,.0f} img/s | ~{_duration(eta)} left",
-              file=self.stream, flush=True)
-
-    def cell_done(self, cell: str, message: str, job: str | None = None) -> None:
-        # A cell is counted once however often it is reported (skipped here, then finished
-        # by another runner and taken over...), so the counter never passes the total.
-        if cell not in self.counted:
-            self.counted.add(cell)
-            self.done = min(self.total, self.done + 1)
-        self.epochs_left_in_flight.pop(job or cell, None)
-        print(f"[{self.done}/{self.total} cells] {cell}: {message}", file=self.stream, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # -- the grid ------------------------------------------------------------------------------
@@ -414,6 +367,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     takes over any whose owner stops beating (`grace_s`), so the grid ends complete.
     A stop (SIGTERM, SIGINT) checkpoints the cells in flight; the outcome says `stopped`.
     """
+    git_commit()  # the code this runner loaded, before any cell trains
     cells = plan_cells(get_grid(grid_name), profile, seeds, variants, overrides)
     study_id = open_grid_study(store, grid_name, profile, settings, cells)
     for reaped in reap_cells(store, study_id, grace_s):
@@ -437,7 +391,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
                        checkpoint_every)
 
     threads = threads or default_threads(workers if resolved.type == "cpu" else 1)
-    with Heartbeat(store.url, beat_interval(grace_s)) as heartbeat, \
+    with progress, Heartbeat(store.url, beat_interval(grace_s)) as heartbeat, \
             WorkerPool[Claimed, list[JobResult]](workers, threads,
                                                  lambda m: progress.epoch(*m)) as pool:
         run = GridRun(store, study_id, cells, outcome=outcome, progress=progress,

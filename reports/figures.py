@@ -1,4 +1,7 @@
-"""Seaborn figures of a grid's results. Each function writes one PNG and returns its path."""
+"""Seaborn figures of a grid's results.
+
+Each `draw_*` builds one figure (tests read its axes); the function of the same name
+without `draw_` writes it as a PNG and returns the path."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def _legend_outside(axes: plt.Axes, title: str) -> None:
                     bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
-def accuracy_strip(frame: pd.DataFrame, order: Sequence[str], path: Path) -> Path:
+def draw_accuracy_strip(frame: pd.DataFrame, order: Sequence[str]) -> plt.Figure:
     """Per-seed accuracy per variant, the axis zoomed to the runs that did not collapse;
     collapsed runs sit in their own marked strip on the right, never inside the band."""
     fine, failed = frame[~frame["collapsed"]], frame[frame["collapsed"]]
@@ -58,10 +61,10 @@ def accuracy_strip(frame: pd.DataFrame, order: Sequence[str], path: Path) -> Pat
     if failed.empty:
         strip.text(0.5, 0.5, "none", ha="center", va="center", transform=strip.transAxes)
         strip.set_xticks([])
-    return _save(figure, path)
+    return figure
 
 
-def paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame, path: Path) -> Path:
+def draw_paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame) -> plt.Figure:
     """Per comparison: each seed's difference as a dot over the mean difference and its
     95% t interval; an interval cut at the axis limits is marked with an arrow."""
     figure, axes = plt.subplots(figsize=(8, 0.55 * max(2, len(paired)) + 1.4))
@@ -97,10 +100,10 @@ def paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame, path: Path) -> P
     axes.set(xlabel="accuracy difference to the baseline (points); arrows: interval cut",
              title="Paired differences (same seeds, same labeled subsets)")
     _legend_outside(axes, "")
-    return _save(figure, path)
+    return figure
 
 
-def learning_curves(curves: pd.DataFrame, order: Sequence[str], path: Path) -> Path:
+def draw_learning_curves(curves: pd.DataFrame, order: Sequence[str]) -> plt.Figure:
     """Per-epoch curves: each run as a thin line, the median over runs as a thick one."""
     metrics = [("test_accuracy", "test accuracy (%)"), ("supervised_loss", "supervised loss"),
                ("unsupervised_loss", "unsupervised loss"), ("weight", "unsupervised weight w")]
@@ -126,19 +129,19 @@ def learning_curves(curves: pd.DataFrame, order: Sequence[str], path: Path) -> P
             axes.set_ylim(bottom=0)
         if metric == "test_accuracy":
             _legend_outside(axes, "variant")
-    return _save(figure, path)
+    return figure
 
 
-def throughput_bars(table: pd.DataFrame, path: Path) -> Path:
+def draw_throughput_bars(table: pd.DataFrame) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(max(6, 1.1 * len(table)), 4))
     sns.barplot(data=table, x="variant", y="train_images_per_s", color="tab:green", ax=axes)
     axes.set(xlabel="", ylabel="train images / s (median over epochs)",
              title="Training throughput per run")
     axes.tick_params(axis="x", rotation=30)
-    return _save(figure, path)
+    return figure
 
 
-def accuracy_by_labels(frame: pd.DataFrame, path: Path) -> Path:
+def draw_accuracy_by_labels(frame: pd.DataFrame) -> plt.Figure:
     """Test accuracy against the number of labels per method: mean over seeds, 95% CI."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=frame, x="num_labels", y="accuracy", hue="method", style="method",
@@ -150,4 +153,27 @@ def accuracy_by_labels(frame: pd.DataFrame, path: Path) -> Path:
     axes.minorticks_off()
     axes.set(xlabel="labeled images (balanced)", ylabel="test accuracy (%)",
              title="Accuracy against the number of labels (mean over seeds, 95% CI)")
-    return _save(figure, path)
+    return figure
+
+
+# -- written as PNG files -----------------------------------------------------------------
+
+
+def accuracy_strip(frame: pd.DataFrame, order: Sequence[str], path: Path) -> Path:
+    return _save(draw_accuracy_strip(frame, order), path)
+
+
+def paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame, path: Path) -> Path:
+    return _save(draw_paired_forest(paired, per_seed), path)
+
+
+def learning_curves(curves: pd.DataFrame, order: Sequence[str], path: Path) -> Path:
+    return _save(draw_learning_curves(curves, order), path)
+
+
+def throughput_bars(table: pd.DataFrame, path: Path) -> Path:
+    return _save(draw_throughput_bars(table), path)
+
+
+def accuracy_by_labels(frame: pd.DataFrame, path: Path) -> Path:
+    return _save(draw_accuracy_by_labels(frame), path)

@@ -221,11 +221,19 @@ def test_data_fetch_verifies_present_files(data_root):
 
 
 def test_ablate_list_shows_the_grids():
+    from ablations import get_grid, grid_names
+
     result = sslbench("ablate", "--list")
     assert result.returncode == 0
-    for variant in ("control", "supervised", "pixelwise", "batch_scaling", "ramp_fast",
-                    "ramp_slow", "ramp_none", "prob_targets"):
-        assert variant in result.stdout
+    listed: dict[str, list[str]] = {}  # grid -> its variants, in the order listed
+    for line in result.stdout.splitlines():
+        if not line.startswith(" "):
+            listed[line.split(":")[0]] = []
+        else:
+            listed[list(listed)[-1]].append(line.split()[0])
+    assert list(listed) == grid_names()
+    for name, variants in listed.items():
+        assert variants == [v.name for v in get_grid(name).variants], name
 
 
 def test_other_settings_go_into_a_separate_labeled_set(tmp_path, data_root, finished_store):

@@ -72,7 +72,9 @@ def test_whole_grid_runs_every_cell_once(smoke_grid):
     record = runs[0].record
     for key in ("config", "labeled_indices", "curves", "metrics", "throughput", "environment"):
         assert key in record
-    assert record["environment"]["git"]["commit"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+    assert record["environment"]["git"]["commit"] == head.strip()  # this checkout's commit
 
 
 def test_same_seed_same_labeled_subset_in_every_variant(smoke_grid):

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "bench.throughput", "bench.files")),
     ("grids", ("ablations",)),
     ("orchestration", ("bench.store", "bench.journal", "bench.identity", "bench.queue",
-                       "bench.pool", "bench.runner", "bench.search")),
+                       "bench.pool", "bench.progress", "bench.runner", "bench.search")),
     ("reports", ("reports",)),
     ("tools", ("bench.cli", "bench.speed", "bench.naive", "bench")),
 ]

@@ -8,7 +8,7 @@ import sys
 import time
 
 from bench.queue import claim_cell
-from bench.runner import Progress
+from bench.progress import Progress
 from bench.store import RunStore, grid_study_name, host_name
 from reports.build import _running
 
@@ -20,6 +20,31 @@ def test_the_progress_counter_never_passes_the_total():
         progress.cell_done(cell, "done")
     counts = [line.split("]")[0] for line in stream.getvalue().splitlines()]
     assert counts == ["[2/2 cells", "[2/2 cells", "[2/2 cells", "[2/2 cells"]
+
+
+def test_a_terminal_gets_live_bars_and_a_log_gets_plain_lines():
+    from bench.train import EpochSummary
+
+    summary = EpochSummary(epoch=2, epochs=30, weight=0.5, supervised_loss=[0.1],
+                           unsupervised_loss=[0.2], train_loss=[0.2], test_accuracy=[0.9123],
+                           val_accuracy=None, epoch_seconds=9.0, eval_seconds=1.0,
+                           train_images_per_s=6000.0, elapsed_seconds=30.0)
+    plain, terminal = io.StringIO(), io.StringIO()
+    for stream, live in ((plain, False), (terminal, True)):
+        with Progress(total=4, done=1, workers=2, epochs_per_cell=30, stream=stream,
+                      pending=2, live=live) as progress:
+            progress.epoch("control/seed0", summary)
+            progress.cell_done("control/seed0", "test acc 91.23%")
+    # 27 epochs left in flight + 2 pending cells of 30, at 10 s an epoch, over 2 workers
+    assert plain.getvalue().splitlines() == [
+        "[1/4 cells] control/seed0 epoch 3/30 test acc 91.23% w 0.5000 6,000 img/s | "
+        "~7 min left",
+        "[2/4 cells] control/seed0: test acc 91.23%"]
+    shown = terminal.getvalue()
+    assert "\r" in shown  # redrawn in place
+    assert "cells 1/4" in shown and "~7 min left" in shown  # the grid's bar
+    assert "control/seed0" in shown and "3/30" in shown and "91.23%" in shown  # the job's
+    assert "[2/4 cells] control/seed0: test acc 91.23%\n" in shown  # kept above the bars
 
 
 def test_the_report_tells_running_cells_from_stale_ones(tmp_path):
