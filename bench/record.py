@@ -20,10 +20,11 @@ import torch
 
 from bench import allocator
 from bench.config import RunConfig
+from bench.datasets import get_dataset
+from bench.schema import SCHEMA_VERSION
 from bench.throughput import device_name, steady_median
 from bench.train import RunResult
 
-SCHEMA_VERSION = 2  # 2: `schedule` (which images the batches held, the step count)
 # A run whose final accuracy is under twice chance has collapsed (the blog's "cursed
 # local minima"): it is kept, flagged and counted, never dropped.
 COLLAPSE_FACTOR_OF_CHANCE = 2.0
@@ -74,7 +75,9 @@ def lowest_loss_epoch(train_loss: list[float]) -> int:
 
 
 def build_record(config: RunConfig, result: RunResult, device: torch.device,
-                 started_at: dt.datetime, num_classes: int = 10) -> dict[str, Any]:
+                 started_at: dt.datetime) -> dict[str, Any]:
+    """The stored record (JSON); bench.schema.Record reads it back as typed fields."""
+    num_classes = get_dataset(config.data.dataset).num_classes  # chance is 1 / classes
     curves = result.curves
     blog_epoch = lowest_loss_epoch(curves["train_loss"])
     final = result.final_test_accuracy

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.schema import Record
 from bench.store import CellRun
 from reports.stats import (
     ALPHA,
@@ -53,32 +54,31 @@ def runs_frame(runs: Sequence[CellRun], metric: str = DEFAULT_METRIC) -> pd.Data
     for run in runs:
         if run.state != "COMPLETE" or run.record is None:
             continue
-        record = run.record
-        metrics, throughput = record["metrics"], record["throughput"]
-        data = record["config"]["data"]
-        figures = {"final": 100 * metrics["final_test_accuracy"],
-                   "tail_median": 100 * tail_median(record["curves"].get("test_accuracy", [])),
-                   "lowest_train_loss": 100 * metrics["lowest_train_loss_test_accuracy"]}
+        record = Record.from_dict(run.record)
+        metrics, throughput, data = record.metrics, record.throughput, record.data
+        figures = {"final": 100 * metrics.final_test_accuracy,
+                   "tail_median": 100 * tail_median(record.test_accuracy),
+                   "lowest_train_loss": 100 * metrics.lowest_train_loss_test_accuracy}
         rows.append({
             "variant": run.variant,
             "seed": run.seed,
-            "method": record["method"],
+            "method": record.method,
             "dataset": data["dataset"],
             "num_labels": data["num_labels"],
-            "translate_px": data.get("translate_px", 0),
+            "translate_px": data.get("translate_px", 0),  # configs before augmentation: 0
             "accuracy": figures[metric],
             "tail_median": figures["tail_median"],
             "final": figures["final"],
             "blog_accuracy": figures["lowest_train_loss"],
-            "collapsed": bool(metrics["collapsed"]),
+            "collapsed": metrics.collapsed,
             # of the whole stack when seeds were trained together: all its runs' images
-            "train_images_per_s": throughput["train_images_per_s_median"],
-            "stack": throughput.get("stack_size", 1),
-            "precision": throughput.get("precision", "fp32"),  # records before it: fp32
-            "epoch_seconds": throughput["epoch_seconds_median"],
-            "peak_memory_mib": throughput["peak_memory_mib"],
-            "total_seconds": throughput["total_seconds"],
-            "device": record["environment"]["device"],
+            "train_images_per_s": throughput.train_images_per_s_median,
+            "stack": throughput.stack_size,
+            "precision": throughput.precision,
+            "epoch_seconds": throughput.epoch_seconds_median,
+            "peak_memory_mib": throughput.peak_memory_mib,
+            "total_seconds": throughput.total_seconds,
+            "device": record.device,
         })
     columns = ["variant", "seed", "method", "dataset", "num_labels", "translate_px", "accuracy",
                "tail_median", "final", "blog_accuracy", "collapsed", "train_images_per_s", "stack",
@@ -277,7 +277,7 @@ def curves_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
     for run in runs:
         if run.state != "COMPLETE" or run.record is None:
             continue
-        curves = run.record["curves"]
+        curves = Record.from_dict(run.record).curves
         for metric in ("test_accuracy", "supervised_loss", "unsupervised_loss", "weight"):
             for epoch, value in enumerate(curves.get(metric, []), start=1):
                 scale = 100 if metric == "test_accuracy" else 1

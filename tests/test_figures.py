@@ -29,7 +29,7 @@ def quick(tmp_path_factory):
 
 
 def test_the_accuracy_strip_plots_every_run_on_the_side_it_belongs(quick):
-    runs, frame, order, _ = quick
+    _, frame, order, _ = quick
     figure = figures.draw_accuracy_strip(frame, order)
     axes, strip = figure.axes
     assert [t.get_text() for t in axes.get_xticklabels()] == order
@@ -60,7 +60,7 @@ def test_the_forest_puts_each_mean_difference_on_its_comparison(quick):
 
 
 def test_the_curves_show_each_variants_median_test_accuracy(quick):
-    runs, frame, order, _ = quick
+    runs, _, order, _ = quick
     curves = tables.curves_frame(runs)
     figure = figures.draw_learning_curves(curves, order)
     accuracy = figure.axes[0]

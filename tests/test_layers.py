@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("bench.errors", "bench.config", "bench.datasets", "bench.data", "bench.model",
               "bench.seeds", "bench.precision", "bench.checkpoint", "bench.sampling",
               "bench.allocator", "bench.compiled", "bench.train", "bench.record",
-              "bench.throughput", "bench.files")),
+              "bench.throughput", "bench.files", "bench.schema")),
     ("grids", ("ablations",)),
     ("orchestration", ("bench.store", "bench.journal", "bench.identity", "bench.queue",
                        "bench.pool", "bench.progress", "bench.runner", "bench.search")),

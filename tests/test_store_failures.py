@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from bench.queue import claim_cell
 from bench.progress import Progress
+from bench.queue import claim_cell
 from bench.store import RunStore, grid_study_name, host_name
 from reports.build import _running
 
