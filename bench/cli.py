@@ -121,7 +121,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from ablations import get_grid, grid_names
     from bench.config import get_profile, parse_set_args
     from bench.datasets import get_dataset, verify
-    from bench.queue import HEARTBEAT_S
     from bench.runner import plan_cells, run_grid
     from bench.store import RunStore, default_checkpoint_dir
 
@@ -146,9 +145,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.stack is not None and args.stack < 1:
         raise UserError(f"--stack must be >= 1 (seeds trained together as one stacked model), "
                         f"got {args.stack}")
-    if args.heartbeat_grace <= HEARTBEAT_S:
-        raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
-                        f"heartbeats, got {args.heartbeat_grace}")
+    _check_grace(args.heartbeat_grace)
     # Every cell's config and the data are checked before the store is opened or created.
     cells = plan_cells(get_grid(args.grid), args.profile, list(range(args.seeds)),
                        args.variants, parse_set_args(args.set or []))
@@ -171,6 +168,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def _check_grace(grace_s: float) -> None:
+    from bench.queue import HEARTBEAT_S
+
+    if grace_s <= HEARTBEAT_S:
+        raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
+                        f"heartbeats, got {grace_s}")
+
+
 def _stopped(detail: str = "") -> int:
     """The stop the user asked for (Ctrl-C, SIGTERM): exit status 130, as a shell's."""
     print(f"interrupted{detail}: finished results are kept; run the same command to resume",
@@ -182,7 +187,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ablations.spaces import get_space, space_names
     from bench.config import get_profile, parse_set_args
     from bench.datasets import get_dataset, verify
-    from bench.queue import HEARTBEAT_S
     from bench.search import SearchSettings, check_settings, run_search, summary_lines
     from reports.search import finalize
 
@@ -196,9 +200,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     workers = args.workers or 1
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
-    if args.heartbeat_grace <= HEARTBEAT_S:
-        raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
-                        f"heartbeats, got {args.heartbeat_grace}")
+    _check_grace(args.heartbeat_grace)
     if args.finalize:
         if args.final_seeds < 2:
             raise UserError(f"--final-seeds must be >= 2 for a paired comparison, got "
@@ -278,8 +280,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def grace_flag(parser: argparse.ArgumentParser, what: str) -> None:
     from bench.queue import DEFAULT_GRACE_S
+
+    parser.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
+                        metavar="SECONDS", help=f"{what} (default {DEFAULT_GRACE_S:.0f})")
+
+
+def build_parser() -> argparse.ArgumentParser:
     from bench.store import DEFAULT_URL
 
     parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
@@ -339,10 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "else ./sslbench-checkpoints)")
     ablate.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                         help="checkpoint each cell every N epochs (default 1)")
-    ablate.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
-                        metavar="SECONDS",
-                        help="a running cell whose owner sent no heartbeat for this long is "
-                             f"taken over by another runner (default {DEFAULT_GRACE_S:.0f})")
+    grace_flag(ablate, "a running cell whose owner sent no heartbeat for this long is taken "
+                       "over by another runner")
     ablate.add_argument("--settings", metavar="NAME",
                         help="keep these cells as a separate, labeled set in the store (when "
                              "the store holds the grid with other settings); report it with "
@@ -374,10 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", default=DEFAULT_URL,
                         help=f"store URL (default {DEFAULT_URL}; journal:///file.log or "
                              f"postgresql://... for several workers)")
-    search.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
-                        metavar="SECONDS",
-                        help="a trial whose worker sent no heartbeat for this long is run "
-                             f"again (default {DEFAULT_GRACE_S:.0f})")
+    grace_flag(search, "a trial whose worker sent no heartbeat for this long is run again")
     search.add_argument("--finalize", action="store_true",
                         help="run the best config and the blog's defaults on fresh seeds "
                              "against the test set and write the comparison report")

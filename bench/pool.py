@@ -35,6 +35,7 @@ Tag = TypeVar("Tag")  # what the runner attaches to a job to settle it
 # -- inside a job --------------------------------------------------------------------------
 
 _stop = threading.Event()  # this process's stop request
+_barrier: Any = None  # shared by the pool's workers when asked (measurements start together)
 _job_running = threading.Event()  # a job is in progress: an orphan waits for its checkpoint
 
 
@@ -48,6 +49,13 @@ _report: Callable[[Any], None] = _discard  # where `report` sends: set per proce
 def worker_stop() -> threading.Event:
     """The stop request the job in this process must check."""
     return _stop
+
+
+def worker_barrier() -> Any:
+    """The barrier of a pool made with `barrier=True`: every worker waits at it, so their
+    jobs start together (the two-process throughput measurement)."""
+    assert _barrier is not None, "the pool was made without barrier=True"
+    return _barrier
 
 
 def report(message: Any) -> None:
@@ -64,9 +72,10 @@ def _run_job(fn: Callable[..., T], *args: Any) -> T:
         _job_running.clear()
 
 
-def _init_worker(queue: Any, threads: int, parent_pid: int, runner_stop: Any) -> None:
-    global _report
-    _report = queue.put
+def _init_worker(queue: Any, threads: int, parent_pid: int, runner_stop: Any,
+                 barrier: Any = None) -> None:
+    global _report, _barrier
+    _report, _barrier = queue.put, barrier
     torch.set_num_threads(threads)
     threading.Thread(target=_watch_runner, args=(parent_pid, runner_stop), daemon=True).start()
 
@@ -92,11 +101,17 @@ class WorkerPool(Generic[Tag, T]):
 
     def __init__(self, workers: int, threads: int,
                  on_message: Callable[[Any], None] = _discard, *,
-                 catch_signals: bool = True) -> None:
+                 catch_signals: bool = True, spawn: bool | None = None,
+                 fresh_processes: bool = False, barrier: bool = False) -> None:
         """catch_signals: SIGTERM and SIGINT request a stop (jobs that check `worker_stop`
-        save and return); without it they raise KeyboardInterrupt as usual."""
+        save and return); without it they raise KeyboardInterrupt as usual.
+        spawn: run jobs in spawned processes (default: when workers > 1).
+        fresh_processes: each job in a new process (a measurement's memory peak is its own).
+        barrier: a barrier of `workers` parties for the jobs (`worker_barrier`)."""
         self.workers, self.threads, self.on_message = workers, threads, on_message
-        self.catch_signals = catch_signals
+        self.catch_signals, self.barrier = catch_signals, barrier
+        self.spawn = workers > 1 if spawn is None else spawn
+        self.fresh_processes = fresh_processes
         self.in_flight: dict[Future[T], Tag] = {}
         self._done: list[tuple[Tag, Future[T]]] = []
         self._exit = ExitStack()
@@ -105,9 +120,10 @@ class WorkerPool(Generic[Tag, T]):
         self._runner_stop: Any = _stop
 
     def __enter__(self) -> WorkerPool[Tag, T]:
-        global _report
-        if self.workers <= 1:
+        global _report, _barrier
+        if not self.spawn:
             _stop.clear()  # a stop asked of an earlier pool in this process is spent
+            _barrier = threading.Barrier(1) if self.barrier else None
             torch.set_num_threads(self.threads)
             _report = self.on_message
             self._exit.callback(_reset_report)
@@ -115,9 +131,11 @@ class WorkerPool(Generic[Tag, T]):
             context = mp.get_context("spawn")
             self._queue = context.Queue()
             self._runner_stop = context.Event()
+            barrier = context.Barrier(self.workers) if self.barrier else None
             self._pool = self._exit.enter_context(ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=context, initializer=_init_worker,
-                initargs=(self._queue, self.threads, os.getpid(), self._runner_stop)))
+                initargs=(self._queue, self.threads, os.getpid(), self._runner_stop, barrier),
+                max_tasks_per_child=1 if self.fresh_processes else None))
         if self.catch_signals:
             self._exit.enter_context(stop_on_signals(self._runner_stop))
         return self

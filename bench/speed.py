@@ -21,19 +21,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import platform
-import queue as queue_module
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
 from bench.files import check_writable, write_text_atomic
+from bench.pool import WorkerPool, worker_barrier
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -170,65 +170,40 @@ def _train(job: Job, barrier: Any) -> dict[str, Any]:
             "precision": precision, **curves}
 
 
-def _child(slot: int, job: Job, barrier: Any, results: Any) -> None:
-    """Process entry point: report ("ok", figures), ("user", message) or ("error", trace)."""
+def _measure(job: Job) -> dict[str, Any]:
+    """A measuring process's job: train at the barrier, or open it for the siblings on
+    failure, so that none of them waits for a process that will never come."""
+    barrier = worker_barrier()
     try:
-        results.put((slot, "ok", _train(job, barrier)))
-    except BaseException as error:
-        barrier.abort()  # a sibling waiting at the barrier fails at once instead of hanging
-        if isinstance(error, UserError):
-            results.put((slot, "user", str(error)))
-        else:
-            results.put((slot, "error", traceback.format_exc()))
+        return _train(job, barrier)
+    except BaseException:
+        barrier.abort()
+        raise
 
 
-def run_processes(jobs: Sequence[Job], target: Callable[..., None] = _child
+def run_processes(jobs: Sequence[Job], target: Callable[[Job], dict[str, Any]] = _measure
                   ) -> list[dict[str, Any]]:
-    """Run one spawned process per job, all at once; return their reports in job order.
-
-    `target(slot, job, barrier, queue)` must put exactly one (slot, status, payload).
-    """
-    context = mp.get_context("spawn")
-    results = context.Queue()
-    barrier = context.Barrier(len(jobs))
-    processes = [context.Process(target=target, args=(slot, job, barrier, results), daemon=True)
-                 for slot, job in enumerate(jobs)]
-    reports: dict[int, Any] = {}
-    seen_dead = False
-    try:
-        for process in processes:
-            process.start()
-        while len(reports) < len(jobs):
-            try:
-                slot, status, payload = results.get(timeout=0.5)
-            except queue_module.Empty:
-                dead = _dead_without_report(processes, reports)
-                if dead is not None and seen_dead:  # its last message had a poll to arrive
-                    raise RuntimeError(f"measuring process {dead} ended with exit code "
-                                       f"{processes[dead].exitcode} without a result") from None
-                seen_dead = dead is not None
-                continue
-            if status == "user":
-                raise UserError(payload)
-            if status != "ok":
-                raise RuntimeError(f"measuring process {slot} failed:\n{payload}")
-            reports[slot] = payload
-        for process in processes:
-            process.join()
-    finally:
-        for process in processes:
-            if process.is_alive():  # only after a failure: ours, started above
-                process.terminate()
-                process.join()
+    """Run the jobs at once, each in a fresh spawned process of bench.pool (their workers
+    share a barrier, `worker_barrier()`); return their reports in job order."""
+    reports: dict[int, dict[str, Any]] = {}
+    with WorkerPool[int, dict[str, Any]](len(jobs), THREADS_PER_PROCESS, spawn=True,
+                                         fresh_processes=True, barrier=True,
+                                         catch_signals=False) as pool:
+        for slot, job in enumerate(jobs):
+            pool.submit(slot, target, job)
+        while pool.in_flight:
+            for slot, future in pool.poll():
+                error = future.exception()
+                if isinstance(error, UserError):
+                    raise error
+                if isinstance(error, BrokenProcessPool):  # killed, out of memory, os._exit
+                    raise RuntimeError(f"measuring process {slot} ended without a result "
+                                       f"({error})") from None
+                if error is not None:
+                    trace = "".join(traceback.format_exception(error))
+                    raise RuntimeError(f"measuring process {slot} failed:\n{trace}") from None
+                reports[slot] = future.result()
     return [reports[slot] for slot in range(len(jobs))]
-
-
-def _dead_without_report(processes: Sequence[Any], reports: dict[int, Any]) -> int | None:
-    """The slot of a process that ended without a report (killed, out of memory), if any."""
-    for slot, process in enumerate(processes):
-        if slot not in reports and process.exitcode is not None:
-            return slot
-    return None
 
 
 # -- measurements -----------------------------------------------------------------------------

@@ -151,13 +151,15 @@ def test_summary_and_ratios_are_the_measured_quotients():
 # -- the measuring processes: started together, failures reported -----------------------------
 
 
-def released_at_barrier(slot: int, job: speed.Job, barrier: Any, results: Any) -> None:
-    time.sleep(1.5 * slot)  # the second process arrives 1.5 s later ...
-    barrier.wait(30)
-    results.put((slot, "ok", {"released": time.time(), "kind": job.kind}))  # ... both leave now
+def released_at_barrier(job: speed.Job) -> dict[str, Any]:
+    from bench.pool import worker_barrier
+
+    time.sleep(1.5 * (job.kind == "b"))  # the second process arrives 1.5 s later ...
+    worker_barrier().wait(30)
+    return {"released": time.time(), "kind": job.kind, "pid": os.getpid()}  # ... both leave now
 
 
-def dies_without_report(slot: int, job: speed.Job, barrier: Any, results: Any) -> None:
+def dies_without_report(job: speed.Job) -> dict[str, Any]:
     os._exit(3)
 
 
@@ -168,11 +170,12 @@ def job(kind: str = "fake", config: dict[str, Any] | None = None) -> speed.Job:
 def test_processes_start_training_together():
     first, second = speed.run_processes([job("a"), job("b")], target=released_at_barrier)
     assert (first["kind"], second["kind"]) == ("a", "b")  # in job order
+    assert len({first["pid"], second["pid"], os.getpid()}) == 3  # each in its own process
     assert abs(first["released"] - second["released"]) < 1.0  # without the barrier: 1.5 s
 
 
 def test_a_process_that_dies_is_an_error_not_a_hang():
-    with pytest.raises(RuntimeError, match="exit code 3 without a result"):
+    with pytest.raises(RuntimeError, match="ended without a result"):
         speed.run_processes([job()], target=dies_without_report)
 
 
