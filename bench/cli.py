@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.checkpoint import Interrupted
 from bench.errors import DivergedError, UserError
@@ -136,6 +138,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     get_profile(args.profile)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.until_decided and not (2 <= args.round <= args.max_seeds):
+        raise UserError(f"--until-decided needs 2 <= --round <= --max-seeds, got --round "
+                        f"{args.round} and --max-seeds {args.max_seeds}")
+    if args.until_decided and args.settings:
+        raise UserError("--until-decided keeps its decisions on the grid's own cells; drop "
+                        "--settings or use another --storage")
+    if args.until_decided and not (math.isfinite(args.sesoi) and args.sesoi > 0):
+        raise UserError(f"--sesoi must be a positive number of accuracy points, got "
+                        f"{args.sesoi}")
     if args.workers is None:
         from bench.train import resolve_device
 
@@ -152,17 +163,37 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     for dataset in sorted({cell.config.data.dataset for cell in cells}):
         verify(_data_root(args), get_dataset(dataset))
     store = RunStore(args.storage)
+    options = dict(overrides=parse_set_args(args.set or []), workers=args.workers,
+                   device=args.device, threads=args.threads, data_root=_data_root(args),
+                   retry_failed=args.retry_failed,
+                   checkpoint_dir=Path(args.checkpoints) if args.checkpoints
+                   else default_checkpoint_dir(args.storage),
+                   checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
+                   stack=args.stack, settings=args.settings)
+    if args.until_decided:
+        return _until_decided(args, store, options)
     outcome = run_grid(args.grid, args.profile, list(range(args.seeds)), store=store,
-                       variants=args.variants, overrides=parse_set_args(args.set or []),
-                       workers=args.workers, device=args.device, threads=args.threads,
-                       data_root=_data_root(args), retry_failed=args.retry_failed, log=_log,
-                       checkpoint_dir=Path(args.checkpoints) if args.checkpoints
-                       else default_checkpoint_dir(args.storage),
-                       checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
-                       stack=args.stack, settings=args.settings)
+                       variants=args.variants, log=_log, **options)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
+    if outcome.stopped:
+        return _stopped()
+    return 1 if outcome.failed else 0
+
+
+def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]) -> int:
+    from bench.adaptive import run_until_decided
+
+    outcome = run_until_decided(args.grid, args.profile, store=store, max_seeds=args.max_seeds,
+                                round_size=args.round, sesoi=args.sesoi,
+                                variants=args.variants, log=_log, **options)
+    for c in outcome.comparisons:
+        where = (f"at round {c.round}, {c.seeds} seeds" if c.round
+                 else f"open after {args.max_seeds} seeds (the budget)")
+        print(f"{c.variant} vs {c.baseline}: {c.decision} {where}")
+    print(f"{args.grid}/{args.profile}: {outcome.cells_run} cells run now, "
+          f"{len(outcome.failed)} failed; store {store.url}")
     if outcome.stopped:
         return _stopped()
     return 1 if outcome.failed else 0
@@ -353,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep these cells as a separate, labeled set in the store (when "
                              "the store holds the grid with other settings); report it with "
                              "`report --settings NAME`")
+    ablate.add_argument("--until-decided", action="store_true",
+                        help="add seeds in rounds, only to comparisons still open, until each "
+                             "is better, worse or equivalent within --sesoi (a valid "
+                             "sequential rule; see reports/sequential.py); --seeds is unused")
+    ablate.add_argument("--max-seeds", type=int, default=20,
+                        help="with --until-decided: the seed budget per variant (default 20)")
+    ablate.add_argument("--round", type=int, default=3,
+                        help="with --until-decided: seeds added per round (default 3)")
+    ablate.add_argument("--sesoi", type=float, default=1.0, metavar="POINTS",
+                        help="with --until-decided: the equivalence margin (default 1.0)")
     ablate.add_argument("--retry-failed", action="store_true",
                         help="also rerun cells that diverged (crashed cells are always retried)")
     training_flags(ablate)

@@ -220,6 +220,26 @@ def _reproduction_section(reproduced: pd.DataFrame) -> list[str]:
     ]
 
 
+def _stopping_section(store: RunStore, grid_name: str, profile: str) -> list[str]:
+    """The rule and each comparison's stopping round, when the grid ran --until-decided."""
+    study_id = store.find_study(grid_study_name(grid_name, profile))
+    stored = store.storage.get_study_user_attrs(study_id).get("until_decided") if study_id \
+        is not None else None
+    if not isinstance(stored, dict):
+        return []
+    lines = ["## Stopping rule (`ablate --until-decided`)", "",
+             f"Seeds were added {stored['round']} per round, up to {stored['max_seeds']}, "
+             f"only to comparisons still open. Rule: {stored['rule']} (family alpha "
+             f"{stored['alpha']}, δ = {stored['sesoi']:g} points; see reports/sequential.py).",
+             "", "| comparison | decision | stopped at round | seeds |", "|---|---|---|---|"]
+    for c in stored["comparisons"]:
+        where = (str(c["round"]), str(c["seeds"])) if c["round"] else ("budget spent",
+                                                                      str(stored["max_seeds"]))
+        lines.append(f"| {c['variant']} vs {c['baseline']} | {c['decision']} | {where[0]} "
+                     f"| {where[1]} |")
+    return [*lines, ""]
+
+
 def _comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
                  ) -> tuple[dict[str, str | None], list[str]]:
     """Each shown variant's baseline, and the variants whose comparison is the question.
@@ -349,6 +369,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         grid.description + ".",
         "",
         *preamble,
+        *_stopping_section(store, grid_name, profile),
         "## Protocol",
         *_protocol(runs, grid_name, profile, store.url),
         "",
