@@ -304,7 +304,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     store = RunStore(args.storage, create=False)
     profiles = args.profile or [p for p in stored_profiles(store, args.grid) if "@" not in p] \
         or ["quick"]
-    print(plan_text(store, args.grid, profiles, args.sesoi, workers))
+    if not (0 < args.alpha < 1 and 0 < args.power < 1):
+        raise UserError(f"--alpha and --power must be between 0 and 1, got {args.alpha} and "
+                        f"{args.power}")
+    print(plan_text(store, args.grid, profiles, args.sesoi, workers, args.alpha, args.power))
     return 0
 
 
@@ -453,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--grid", required=True)
     plan.add_argument("--profile", nargs="+", help="profiles to plan (default: those stored)")
     plan.add_argument("--storage", default=DEFAULT_URL, help="store with pilot runs")
+    plan.add_argument("--alpha", type=float, default=0.05,
+                      help="false-positive rate of the family (default 0.05)")
+    plan.add_argument("--power", type=float, default=0.8,
+                      help="chance to detect an effect of --sesoi (default 0.8)")
     plan.add_argument("--sesoi", type=float, default=1.0, metavar="POINTS",
                       help="smallest effect of interest in accuracy points (default 1.0)")
     plan.add_argument("--workers", type=int, default=None, help="parallel workers (default: "

@@ -113,14 +113,16 @@ def next_step_line(steps: pd.DataFrame, runs: pd.DataFrame, sesoi: float, worker
             f"`sslbench plan` gives each comparison's range.")
 
 
-def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers: int) -> str:
+def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers: int,
+              alpha: float = ALPHA, power: float = POWER, round_size: int = 3) -> str:
     """`sslbench plan`: per profile, each comparison's sd, seeds needed and hours, from the
-    pilot runs the store holds; a recommendation; or, without pilot runs, the pilot to run
-    and its cost."""
+    pilot runs the store holds, with the seed budget `ablate --until-decided` would need;
+    a recommendation; or, without pilot runs, the pilot to run and its cost."""
     from ablations import get_grid
     from bench.config import build_config, get_profile
     from reports import tables
     from reports.build import _comparisons, load_runs, stored_profiles
+    from reports.sequential import seeds_for_power
 
     grid = get_grid(grid_name)
     stored = set(stored_profiles(store, grid_name))
@@ -146,18 +148,23 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
         order = [v.name for v in grid.variants if v.name in set(frame["variant"])]
         order += sorted(set(frame["variant"]) - set(order))
         baselines, family = _comparisons(grid, runs, order)
-        paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi)
-        steps = next_steps(paired, frame, sesoi, workers)
+        paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi,
+                                                 alpha)
+        steps = next_steps(paired, frame, sesoi, workers, alpha, power)
         costs[profile] = total_hours(steps, frame, workers)
         lines.append(f"{grid_name}/{profile}: {len(frame)} pilot runs; δ = {_points(sesoi)}, "
-                     f"alpha {ALPHA} / {max(1, len(paired))} comparisons, power {POWER:.0%}")
+                     f"alpha {alpha} / {max(1, len(paired))} comparisons, power {power:.0%}")
         for row in steps.itertuples():
             needed = "over 10,000" if row.seeds_needed is None or row.seeds_needed != \
                 row.seeds_needed else f"{int(row.seeds_needed)}"
+            budget = seeds_for_power(row.sd_diff, sesoi, round_size, max(1, len(paired)),
+                                     alpha, power)
+            adaptive = (f"--until-decided --round {round_size} --max-seeds {budget}"
+                        if budget else "--until-decided: over 2,000 seeds")
             lines.append(f"  {row.variant} vs {row.baseline}: sd of paired differences "
                          f"{row.sd_diff:.2f} [{row.sd_low:.2f}, {row.sd_high:.2f}] from "
                          f"{row.n} seeds -> {needed} seeds (range {row.seeds_needed_range}), "
-                         f"{row.hours_to_add:.1f} h more; now {row.decision}")
+                         f"{row.hours_to_add:.1f} h more; now {row.decision}; or {adaptive}")
         lines += [f"  all open comparisons: about {costs[profile]:.1f} h on {workers} "
                   f"worker(s)", ""]
     if costs:

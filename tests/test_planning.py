@@ -64,5 +64,13 @@ def test_the_plan_command_on_a_pilot_store_and_without_one(tmp_path):
     seeds = int(line.split("-> ")[1].split(" seeds")[0])
     hours = float(line.split("), ")[1].split(" h")[0])
     assert 2 < seeds < 10_000 and 0 < hours < 1_000
+    # The --until-decided budget: a multiple of its round, at least the fixed-n count (its
+    # looks spend alpha over rounds), and the smallest whose stated power reaches 80%.
+    budget = int(line.split("--max-seeds ")[1].split()[0])
+    assert budget % 3 == 0 and budget >= seeds
+    sd = float(line.split("differences ")[1].split()[0])
+    from reports.sequential import stated_power
+
+    assert stated_power(sd, 1.0, budget, 3, 6) >= 0.8 > stated_power(sd, 1.0, budget - 3, 3, 6)
     assert "mnist100/smoke: no pilot runs" in text and "--seeds 3" in text
     assert "Recommendation: profile quick" in text
