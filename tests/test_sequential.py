@@ -68,7 +68,7 @@ def test_naive_looks_would_inflate_false_verdicts():
     wrong = np.zeros(len(diffs), dtype=bool)
     for n in range(2, 13, 2):
         wrong |= np.isin(paired_decisions(diffs[:, :n], 2 * ALPHA, 1.0), ["better", "worse"])
-    assert wrong.mean() > 1.5 * ALPHA
+    assert wrong.mean() > 3 * ALPHA  # about 18%
 
 
 def test_a_true_effect_reaches_the_stated_power_within_the_budget():
