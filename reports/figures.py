@@ -5,7 +5,8 @@ without `draw_` writes it as a PNG and returns the path."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -24,6 +26,18 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
     return path
+
+
+@contextlib.contextmanager
+def _seeded_jitter(seed: int = 0) -> Iterator[None]:
+    """seaborn's strip jitter draws from NumPy's global generator: seed it for the plot (a
+    rebuilt report is byte-identical) and give the caller's state back afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _legend_outside(axes: plt.Axes, title: str) -> None:
@@ -43,8 +57,9 @@ def draw_accuracy_strip(frame: pd.DataFrame, order: Sequence[str]) -> plt.Figure
         gridspec_kw={"width_ratios": [max(3, len(order)), 1.2]})
     sns.boxplot(data=fine, x="variant", y="accuracy", order=order, color="0.9", ax=axes,
                 showfliers=False)
-    sns.stripplot(data=fine, x="variant", y="accuracy", order=order, hue="seed",
-                  palette="tab10", size=7, jitter=0.15, ax=axes)
+    with _seeded_jitter():
+        sns.stripplot(data=fine, x="variant", y="accuracy", order=order, hue="seed",
+                      palette="tab10", size=7, jitter=0.15, ax=axes)
     if not fine.empty:
         low, high = fine["accuracy"].min(), fine["accuracy"].max()
         pad = max(0.5, 0.08 * (high - low))

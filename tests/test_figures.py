@@ -42,6 +42,10 @@ def test_the_accuracy_strip_plots_every_run_on_the_side_it_belongs(quick):
     assert low < fine["accuracy"].min() and high > fine["accuracy"].max()
     assert high - low < 20  # zoomed to the runs that did not collapse, not 0-100
     assert strip.get_title() == f"collapsed: {int(frame['collapsed'].sum())}"
+    again = figures.draw_accuracy_strip(frame, order).axes[0]  # the jitter is seeded
+    np.testing.assert_array_equal(
+        np.concatenate([c.get_offsets() for c in axes.collections if len(c.get_offsets())]),
+        np.concatenate([c.get_offsets() for c in again.collections if len(c.get_offsets())]))
 
 
 def test_the_forest_puts_each_mean_difference_on_its_comparison(quick):
