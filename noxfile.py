@@ -93,7 +93,8 @@ def ablations(session: nox.Session) -> None:
     _venv(session)
     _run(session, "sslbench", "data", "fetch")
     args = _with_defaults(session.posargs,
-                          {"--grid": "mnist100", "--profile": "quick", "--seeds": "3"})
+                          {"--grid": "mnist100", "--profile": "quick",
+                           "--seeds": "3"})  # = bench.cli.DEFAULT_SEEDS (tests check it)
     # Exit status 1: some cells failed; they are recorded and the report lists them.
     _run(session, "sslbench", "ablate", *args, success_codes=[0, 1])
     _run(session, "sslbench", "report", *_report_args(args))

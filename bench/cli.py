@@ -119,6 +119,10 @@ def _refuse_other_record(out: Path, run_id: str) -> None:
                         f"move it away")
 
 
+# One default seed count for `sslbench ablate` and `nox -s ablations`.
+DEFAULT_SEEDS = 3
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ablations import get_grid, grid_names
     from bench.config import get_profile, parse_set_args
@@ -136,8 +140,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if not args.grid:
         raise UserError("ablate needs --grid NAME (or --list to see the grids)")
     get_profile(args.profile)
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = seed_list(args.seeds)
     if args.until_decided and not (2 <= args.round <= args.max_seeds):
         raise UserError(f"--until-decided needs 2 <= --round <= --max-seeds, got --round "
                         f"{args.round} and --max-seeds {args.max_seeds}")
@@ -158,7 +161,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                         f"got {args.stack}")
     _check_grace(args.heartbeat_grace)
     # Every cell's config and the data are checked before the store is opened or created.
-    cells = plan_cells(get_grid(args.grid), args.profile, list(range(args.seeds)),
+    cells = plan_cells(get_grid(args.grid), args.profile, seeds,
                        args.variants, parse_set_args(args.set or []))
     for dataset in sorted({cell.config.data.dataset for cell in cells}):
         verify(_data_root(args), get_dataset(dataset))
@@ -172,7 +175,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                    stack=args.stack, settings=args.settings)
     if args.until_decided:
         return _until_decided(args, store, options)
-    outcome = run_grid(args.grid, args.profile, list(range(args.seeds)), store=store,
+    outcome = run_grid(args.grid, args.profile, seeds, store=store,
                        variants=args.variants, log=_log, **options)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
@@ -326,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     def data_root_flag(p: argparse.ArgumentParser) -> None:
@@ -364,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate = commands.add_parser("ablate", help="run a grid of variants x seeds into the store")
     ablate.add_argument("--grid")
     ablate.add_argument("--list", action="store_true", help="list the grids and their variants")
-    ablate.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    ablate.add_argument("--seeds", default=str(DEFAULT_SEEDS),
+                        help=f"N (seeds 0..N-1), a range a-b, or a list like 0,2,5-7 "
+                             f"(default {DEFAULT_SEEDS}, as `nox -s ablations`)")
     ablate.add_argument("--variants", nargs="+", help="only these variants")
     ablate.add_argument("--storage", default=DEFAULT_URL,
                         help=f"store URL: sqlite:///file.db (default {DEFAULT_URL}), "
@@ -469,7 +475,45 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import speed
 
     speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
+    _debug_anywhere([fetch, *commands.choices.values()])
     return parser
+
+
+def _debug_anywhere(parsers: Sequence[argparse.ArgumentParser]) -> None:
+    """`--debug` after the subcommand too; SUPPRESS keeps the top-level value when absent."""
+    for sub in parsers:
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks on errors")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"sslbench {version('sslbench')}"
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "sslbench (not installed)"
+
+
+def seed_list(text: str) -> list[int]:
+    """`--seeds`: N (seeds 0..N-1), a range a-b (both included), or a comma list of seeds
+    and ranges (0,2,5-7)."""
+    text = text.strip()
+    try:
+        if text.isdigit():
+            seeds = list(range(int(text)))
+        else:
+            seeds = []
+            for part in text.split(","):
+                low, _, high = part.strip().partition("-")
+                seeds += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: give N (seeds 0..N-1), a range a-b or a list "
+                        f"like 0,2,5-7") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r} names no seed, a seed twice or a negative one; "
+                        f"give N (seeds 0..N-1), a range a-b or a list like 0,2,5-7")
+    return sorted(seeds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

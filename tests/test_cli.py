@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,7 +81,9 @@ BAD_INPUTS = [
     ([*SMOKE_GRID, "--until-decided", "--sesoi", "-1"], "--sesoi must be a positive number"),
     ([*SMOKE_GRID, "--until-decided", "--settings", "x"], "--until-decided keeps its decisions"),
     ([*SMOKE_GRID, "--variants", "nope", "--storage", "{store}"], "has no variant 'nope'"),
-    ([*SMOKE_GRID, "--seeds", "0", "--storage", "{store}"], "--seeds must be >= 1"),
+    ([*SMOKE_GRID, "--seeds", "0", "--storage", "{store}"], "--seeds '0' names no seed"),
+    ([*SMOKE_GRID, "--seeds", "1-x", "--storage", "{store}"], "give N (seeds 0..N-1), a range"),
+    ([*SMOKE_GRID, "--seeds", "2,2", "--storage", "{store}"], "a seed twice"),
     ([*SMOKE_GRID, "--workers", "0", "--storage", "{store}"], "--workers must be >= 1"),
     ([*SMOKE_GRID, "--stack", "0", "--storage", "{store}"], "--stack must be >= 1"),
     ([*SMOKE_GRID, "--set", "train.lr=fast", "--storage", "{store}"], "train.lr must be a number"),
@@ -287,3 +290,26 @@ def test_run_out_onto_its_own_record_is_done_and_onto_another_is_refused(tmp_pat
     other = sslbench(*args, "--set", "train.lr=0.001")
     assert other.returncode == 2 and "holds the record of run" in other.stderr
     assert out.read_text() == record
+
+
+def test_seeds_take_a_count_a_range_or_a_list_and_one_default_everywhere():
+    from bench.cli import DEFAULT_SEEDS, build_parser, seed_list
+
+    assert seed_list("3") == [0, 1, 2]
+    assert seed_list("5-7") == [5, 6, 7]
+    assert seed_list("0,2,5-7") == [0, 2, 5, 6, 7]
+    assert seed_list(" 4 ") == [0, 1, 2, 3]
+    args = build_parser().parse_args(["ablate", "--grid", "mnist100"])
+    assert seed_list(args.seeds) == list(range(DEFAULT_SEEDS))
+    noxfile = (Path(__file__).resolve().parent.parent / "noxfile.py").read_text()
+    assert f'"--seeds": "{DEFAULT_SEEDS}"' in noxfile  # nox -s ablations: the same default
+
+
+def test_version_and_debug_after_the_subcommand():
+    version = sslbench("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sslbench ")
+    late = sslbench("ablate", "--grid", "nope", "--debug")
+    assert late.returncode == 2
+    assert "Traceback" in late.stderr and "error: unknown grid 'nope'" in late.stderr
+    quiet = sslbench("ablate", "--grid", "nope")
+    assert "Traceback" not in quiet.stderr
