@@ -83,8 +83,13 @@ def load_runs(store: RunStore, grid: str, profile: str) -> list[CellRun]:
 
 
 def _settings_key(config: dict) -> str:
-    """A config's identity apart from its seed."""
-    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+    """A config's identity apart from its seed, as the run ids see it: a config stored before
+    a later field existed (train.batches, say) is the same settings as one that holds the
+    field at its default (bench.identity.settings_id). Unreadable configs compare raw."""
+    from bench.identity import settings_id
+
+    return settings_id(config) or json.dumps({k: v for k, v in config.items() if k != "seed"},
+                                             sort_keys=True)
 
 
 def separate_settings(runs: list[CellRun]) -> list[CellRun]:

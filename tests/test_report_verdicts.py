@@ -130,3 +130,29 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
     summary = pd.read_csv(tmp_path / "report" / "summary.csv").set_index("variant")
     assert summary.loc["control", "n"] == 2
     assert summary.loc["control@train.epochs=2", "n"] == 1
+
+
+def test_cells_stored_before_a_later_field_are_the_same_settings():
+    """A cell stored before train.batches existed and a new one with it at its default have
+    one run id: the report keeps them in one variant. A real difference (train.lr) is
+    still shown apart."""
+    from bench.config import build_config
+    from bench.store import CellRun
+    from reports.build import separate_settings
+
+    def cell(trial_id: int, seed: int, config: dict) -> CellRun:
+        return CellRun(trial_id=trial_id, number=trial_id, cell=f"control/seed{seed}",
+                       variant="control", seed=seed, state="COMPLETE", failure=None,
+                       failure_kind=None, record={"config": config}, config=config,
+                       owner=None, heartbeat=None)
+
+    new = [build_config("temporal_ensembling", s, "quick").to_dict() for s in range(3)]
+    old = build_config("temporal_ensembling", 3, "quick").to_dict()
+    for later in ("batches", "labeled_per_batch", "steps_per_epoch"):
+        del old["train"][later]  # as the first stores wrote it
+    other = build_config("temporal_ensembling", 4, "quick", {"train.lr": "0.001"}).to_dict()
+    runs = [cell(i, s, c) for i, (s, c) in enumerate([(0, new[0]), (1, new[1]), (2, new[2]),
+                                                       (3, old), (4, other)])]
+    variants = {r.seed: r.variant for r in separate_settings(runs)}
+    assert variants == {0: "control", 1: "control", 2: "control", 3: "control",
+                        4: "control@train.lr=0.001"}
