@@ -110,7 +110,10 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
                                system_attrs={}, intermediate_values={}, trial_id=0)
         return store.storage.create_new_trial(study_id, template_trial=template)
     finally:
-        store.storage.delete_study(claim_id)  # it has done its job
+        # It has done its job. Deleting is tidiness, not safety: on a SQLite file busy with
+        # other runners the delete may fail, and tidy_claims removes the claim later.
+        with contextlib.suppress(Exception):
+            store.storage.delete_study(claim_id)
 
 
 def _attempts(store: RunStore, study_id: int, cell: str, run_id: str) -> list[CellRun]:
