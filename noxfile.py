@@ -58,11 +58,25 @@ def tests(session: nox.Session) -> None:
     _run(session, "pytest", *(session.posargs or ["-q"]))
 
 
+PACKAGE_FOLDERS = ("bench", "methods", "ablations", "reports")  # installed as sslbench.<folder>
+
+
+def _typecheck_tree() -> None:
+    """build/typecheck/sslbench/<folder> -> <folder>: the installed names, for mypy."""
+    tree = ROOT / "build" / "typecheck" / "sslbench"
+    tree.mkdir(parents=True, exist_ok=True)
+    for folder in PACKAGE_FOLDERS:
+        link = tree / folder
+        if not link.is_symlink():
+            link.symlink_to(Path("..", "..", "..", folder))
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy."""
     _venv(session)
     _run(session, "ruff", "check", ".")
+    _typecheck_tree()
     _run(session, "mypy")
 
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import ConfigError
-from methods.registry import Registry
+from sslbench.bench.errors import ConfigError
+from sslbench.methods.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ same k (the same labeled subsets: the split depends only on the seed and k). The
 adds a figure of accuracy against k.
 """
 
-from ablations.grid import Grid, Variant, register_grid
+from sslbench.ablations.grid import Grid, Variant, register_grid
 
 BUDGETS = (20, 50, 100, 250, 1000)
 METHODS = ("supervised", "temporal_ensembling", "mean_teacher")

@@ -7,7 +7,7 @@ Each semi-supervised method is compared with the supervised baseline under the s
 augmentation; the augmented baseline is compared with the plain one.
 """
 
-from ablations.grid import Grid, Variant, register_grid
+from sslbench.ablations.grid import Grid, Variant, register_grid
 
 METHODS = {
     "supervised": "the classic baseline: the 100 labeled images alone, same model and steps",

@@ -1,6 +1,6 @@
 """The blog's tweak ablations: MNIST, 100 labels, temporal ensembling against its tweaks."""
 
-from ablations.grid import Grid, Published, Variant, register_grid
+from sslbench.ablations.grid import Grid, Published, Variant, register_grid
 
 TE = "temporal_ensembling"
 

@@ -6,7 +6,7 @@ switch that only buys speed must show no accuracy difference here before it is o
 default.
 """
 
-from ablations.grid import Grid, Variant, register_grid
+from sslbench.ablations.grid import Grid, Variant, register_grid
 
 METHODS = {"temporal_ensembling": "te", "supervised": "sup", "mean_teacher": "mt"}
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from bench.config import RunConfig, build_config
-from bench.errors import ConfigError
-from methods.registry import Registry
+from sslbench.bench.config import RunConfig, build_config
+from sslbench.bench.errors import ConfigError
+from sslbench.methods.registry import Registry
 
 Suggest = Callable[[optuna.trial.BaseTrial], dict[str, Any]]
 

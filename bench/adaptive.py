@@ -16,12 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from ablations import get_grid
-from bench.errors import UserError
-from bench.runner import run_grid
-from bench.store import RunStore, grid_study_name
-from reports import sequential, tables
-from reports.build import load_runs
+from sslbench.ablations import get_grid
+from sslbench.bench.errors import UserError
+from sslbench.bench.runner import run_grid
+from sslbench.bench.store import RunStore, grid_study_name
+from sslbench.reports import sequential, tables
+from sslbench.reports.build import load_runs
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
-from bench.errors import UserError
+from sslbench.bench.errors import UserError
 
 CHECKPOINT_VERSION = 1
 

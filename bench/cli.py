@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.checkpoint import Interrupted
-from bench.errors import DivergedError, UserError
-from bench.files import check_writable, write_json_atomic
+from sslbench.bench.checkpoint import Interrupted
+from sslbench.bench.errors import DivergedError, UserError
+from sslbench.bench.files import check_writable, write_json_atomic
 
 
 def _log(message: str) -> None:
@@ -31,7 +31,7 @@ def _log(message: str) -> None:
 
 
 def _data_root(args: argparse.Namespace) -> Path:
-    from bench.datasets import default_root
+    from sslbench.bench.datasets import default_root
 
     return Path(args.root).expanduser() if args.root else default_root()
 
@@ -40,7 +40,7 @@ def _data_root(args: argparse.Namespace) -> Path:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from bench.datasets import DATASETS, fetch, get_dataset
+    from sslbench.bench.datasets import DATASETS, fetch, get_dataset
 
     names = DATASETS.names() if args.dataset == "all" else [args.dataset]
     for name in names:
@@ -51,13 +51,13 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.checkpoint import CheckpointPolicy, stop_on_signals
-    from bench.checkpoint import load as load_checkpoint
-    from bench.config import build_config, parse_set_args
-    from bench.datasets import get_dataset, verify
-    from bench.record import build_record, git_commit
-    from bench.runner import default_threads
-    from bench.train import EpochSummary, resolve_device, single_run
+    from sslbench.bench.checkpoint import CheckpointPolicy, stop_on_signals
+    from sslbench.bench.checkpoint import load as load_checkpoint
+    from sslbench.bench.config import build_config, parse_set_args
+    from sslbench.bench.datasets import get_dataset, verify
+    from sslbench.bench.record import build_record, git_commit
+    from sslbench.bench.runner import default_threads
+    from sslbench.bench.train import EpochSummary, resolve_device, single_run
 
     git_commit()  # the code that trains, read before it does
     config = build_config(args.method, args.seed, args.profile, parse_set_args(args.set or []))
@@ -124,11 +124,11 @@ DEFAULT_SEEDS = 3
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from ablations import get_grid, grid_names
-    from bench.config import get_profile, parse_set_args
-    from bench.datasets import get_dataset, verify
-    from bench.runner import plan_cells, run_grid
-    from bench.store import RunStore, default_checkpoint_dir
+    from sslbench.ablations import get_grid, grid_names
+    from sslbench.bench.config import get_profile, parse_set_args
+    from sslbench.bench.datasets import get_dataset, verify
+    from sslbench.bench.runner import plan_cells, run_grid
+    from sslbench.bench.store import RunStore, default_checkpoint_dir
 
     if args.list:
         for name in grid_names():
@@ -151,7 +151,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UserError(f"--sesoi must be a positive number of accuracy points, got "
                         f"{args.sesoi}")
     if args.workers is None:
-        from bench.train import resolve_device
+        from sslbench.bench.train import resolve_device
 
         args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
@@ -186,7 +186,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]) -> int:
-    from bench.adaptive import run_until_decided
+    from sslbench.bench.adaptive import run_until_decided
 
     outcome = run_until_decided(args.grid, args.profile, store=store, max_seeds=args.max_seeds,
                                 round_size=args.round, sesoi=args.sesoi,
@@ -203,7 +203,7 @@ def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]
 
 
 def _check_grace(grace_s: float) -> None:
-    from bench.queue import HEARTBEAT_S
+    from sslbench.bench.queue import HEARTBEAT_S
 
     if grace_s <= HEARTBEAT_S:
         raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
@@ -218,11 +218,11 @@ def _stopped(detail: str = "") -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ablations.spaces import get_space, space_names
-    from bench.config import get_profile, parse_set_args
-    from bench.datasets import get_dataset, verify
-    from bench.search import SearchSettings, check_settings, run_search, summary_lines
-    from reports.search import finalize
+    from sslbench.ablations.spaces import get_space, space_names
+    from sslbench.bench.config import get_profile, parse_set_args
+    from sslbench.bench.datasets import get_dataset, verify
+    from sslbench.bench.search import SearchSettings, check_settings, run_search, summary_lines
+    from sslbench.reports.search import finalize
 
     if args.list:
         for name in space_names():
@@ -266,9 +266,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.identity import study_suffix
-    from bench.store import RunStore
-    from reports.build import write_report
+    from sslbench.bench.identity import study_suffix
+    from sslbench.bench.store import RunStore
+    from sslbench.reports.build import write_report
 
     out = Path(args.out)
     store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
@@ -277,7 +277,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.settings is not None:
         suffix = study_suffix(args.settings)
         if profile is None:
-            from reports.build import stored_profiles
+            from sslbench.reports.build import stored_profiles
 
             matching = [p for p in stored_profiles(store, args.grid) if p.endswith(suffix)]
             profile = matching[0] if len(matching) == 1 else f"?{suffix}"
@@ -292,16 +292,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.store import RunStore
-    from reports.build import stored_profiles
-    from reports.planning import plan_text
+    from sslbench.bench.store import RunStore
+    from sslbench.reports.build import stored_profiles
+    from sslbench.reports.planning import plan_text
 
     if not (args.sesoi > 0):
         raise UserError(f"--sesoi must be a positive number of accuracy points, got {args.sesoi}")
     workers = args.workers or os.cpu_count() or 1
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
-    from ablations import get_grid
+    from sslbench.ablations import get_grid
 
     get_grid(args.grid)
     store = RunStore(args.storage, create=False)
@@ -318,14 +318,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def grace_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    from bench.queue import DEFAULT_GRACE_S
+    from sslbench.bench.queue import DEFAULT_GRACE_S
 
     parser.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
                         metavar="SECONDS", help=f"{what} (default {DEFAULT_GRACE_S:.0f})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.store import DEFAULT_URL
+    from sslbench.bench.store import DEFAULT_URL
 
     parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "one per CPU core)")
     plan.set_defaults(func=cmd_plan)
 
-    from bench import speed
+    from sslbench.bench import speed
 
     speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
     _debug_anywhere([fetch, *commands.choices.values()])

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal
 
-from bench.errors import ConfigError
-from methods.registry import Registry
+from sslbench.bench.errors import ConfigError
+from sslbench.methods.registry import Registry
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -61,7 +61,7 @@ class DataConfig:
     hflip: bool = False
 
     def __post_init__(self) -> None:
-        from bench.datasets import DATASETS
+        from sslbench.bench.datasets import DATASETS
 
         _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: "
                                          f"{', '.join(DATASETS.names())}")
@@ -131,7 +131,9 @@ class MethodConfig:
     ema_decay_after_ramp: float | None = None
 
     def __post_init__(self) -> None:
-        from methods import method_names  # the registry; imported late (methods imports bench)
+        from sslbench.methods import (
+            method_names,  # the registry; imported late (methods imports bench)
+        )
 
         _check(self.name in method_names(),
                f"unknown method {self.name!r}; choose one of: {', '.join(method_names())}")
@@ -202,7 +204,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        from methods import get_method
+        from sslbench.methods import get_method
 
         method = get_method(self.method.name)
         if method.labeled_only:
@@ -433,7 +435,7 @@ def build_config(method: str, seed: int, profile: str,
                  variant_overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Defaults -> the method's defaults -> variant overrides (paper units) -> profile ->
     `--set` overrides."""
-    from methods import get_method, method_names
+    from sslbench.methods import get_method, method_names
 
     _check(method in method_names(),
            f"unknown method {method!r}; choose one of: {', '.join(method_names())}")

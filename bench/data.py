@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from bench.config import DataConfig
-from bench.datasets import get_dataset, load_raw
-from bench.errors import ConfigError
-from bench.seeds import VALIDATION_SEED, generator
-from methods.losses import UNLABELED
+from sslbench.bench.config import DataConfig
+from sslbench.bench.datasets import get_dataset, load_raw
+from sslbench.bench.errors import ConfigError
+from sslbench.bench.seeds import VALIDATION_SEED, generator
+from sslbench.methods.losses import UNLABELED
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import DataError
-from methods.registry import Registry
+from sslbench.bench.errors import DataError
+from sslbench.methods.registry import Registry
 
 ENV_ROOT = "SSLBENCH_DATA"
 

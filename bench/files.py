@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
+from sslbench.bench.errors import UserError
 
 
 def check_writable(folder: Path) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from bench.config import config_from_dict
-from bench.errors import ConfigError, UserError
+from sslbench.bench.config import config_from_dict
+from sslbench.bench.errors import ConfigError, UserError
 
 SETTINGS_SEPARATOR = "@"  # grid:NAME:PROFILE@SETTINGS names a labeled set of cells
 

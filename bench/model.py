@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from bench.config import ModelConfig
+from sslbench.bench.config import ModelConfig
 
 Params = dict[str, torch.Tensor]
 

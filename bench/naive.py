@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bench.config import RunConfig
-from bench.data import balanced_labeled_indices
-from bench.datasets import MNIST, verify
-from methods.losses import UNLABELED
-from methods.ramp import unsupervised_weight
+from sslbench.bench.config import RunConfig
+from sslbench.bench.data import balanced_labeled_indices
+from sslbench.bench.datasets import MNIST, verify
+from sslbench.methods.losses import UNLABELED
+from sslbench.methods.ramp import unsupervised_weight
 
 # The blog's fixed normalization (MNIST's mean and std over the full training set).
 BLOG_MEAN, BLOG_STD = (0.1307,), (0.3081,)

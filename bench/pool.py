@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from bench.checkpoint import stop_on_signals
+from sslbench.bench.checkpoint import stop_on_signals
 
 T = TypeVar("T")  # what a job returns
 Tag = TypeVar("Tag")  # what the runner attaches to a job to settle it

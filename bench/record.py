@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from bench import allocator
-from bench.config import RunConfig
-from bench.datasets import get_dataset
-from bench.schema import SCHEMA_VERSION
-from bench.throughput import device_name, steady_median
-from bench.train import RunResult
+from sslbench.bench import allocator
+from sslbench.bench.config import RunConfig
+from sslbench.bench.datasets import get_dataset
+from sslbench.bench.schema import SCHEMA_VERSION
+from sslbench.bench.throughput import device_name, steady_median
+from sslbench.bench.train import RunResult
 
 # A run whose final accuracy is under twice chance has collapsed (the blog's "cursed
 # local minima"): it is kept, flagged and counted, never dropped.
@@ -38,9 +38,21 @@ def git_commit() -> dict[str, Any]:
     not be credited with code loaded before it, so the runner calls this when it starts
     (bench.runner.run_grid, and each job in its worker process), not when a record is
     written hours later. Importing this module reads nothing.
+
+    Only a source checkout has a commit: installed from a wheel, the package sits in
+    site-packages, which may itself lie inside some other git work tree (a venv in a
+    project folder); that tree's commit is not ours, so the checkout must be the top of
+    its work tree and hold this project's pyproject.toml. The record's `sslbench` version
+    says which release it was then.
     """
     source = Path(__file__).resolve().parent.parent
+    if not (source / "pyproject.toml").is_file():
+        return {"commit": "unknown", "dirty": None}
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=source,
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        if Path(top.strip()).resolve() != source:
+            return {"commit": "unknown", "dirty": None}
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
@@ -50,6 +62,17 @@ def git_commit() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
 
+
+@cache
+def package_version() -> str:
+    """The installed sslbench's version (from its metadata), or "unknown" when run from a
+    source tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sslbench")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -64,6 +87,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "host": socket.gethostname(),
+        "sslbench": package_version(),
         "git": git_commit(),
         "flush_denormal": allocator.FLUSHED_DENORMALS,  # see bench.allocator
     }

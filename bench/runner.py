@@ -26,15 +26,15 @@ from typing import Any
 
 import torch
 
-from ablations import get_grid
-from ablations.grid import Grid
-from bench.checkpoint import CheckpointPolicy
-from bench.config import RunConfig, build_config, config_from_dict
-from bench.errors import DivergedError
-from bench.identity import check_same_settings, study_suffix
-from bench.pool import WorkerPool, report, worker_stop
-from bench.progress import Progress
-from bench.queue import (
+from sslbench.ablations import get_grid
+from sslbench.ablations.grid import Grid
+from sslbench.bench.checkpoint import CheckpointPolicy
+from sslbench.bench.config import RunConfig, build_config, config_from_dict
+from sslbench.bench.errors import DivergedError
+from sslbench.bench.identity import check_same_settings, study_suffix
+from sslbench.bench.pool import WorkerPool, report, worker_stop
+from sslbench.bench.progress import Progress
+from sslbench.bench.queue import (
     DEFAULT_GRACE_S,
     HEARTBEAT_S,
     RETRIED_FAILURES,
@@ -46,9 +46,9 @@ from bench.queue import (
     settle,
     tidy_claims,
 )
-from bench.record import build_record, git_commit
-from bench.store import RunStore, grid_study_name, latest_by_cell
-from bench.train import Stopped, resolve_device, train_until_stopped
+from sslbench.bench.record import build_record, git_commit
+from sslbench.bench.store import RunStore, grid_study_name, latest_by_cell
+from sslbench.bench.train import Stopped, resolve_device, train_until_stopped
 
 
 @dataclass(frozen=True)

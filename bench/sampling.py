@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.config import TrainConfig
-from bench.errors import ConfigError
+from sslbench.bench.config import TrainConfig
+from sslbench.bench.errors import ConfigError
 
 
 @dataclass(frozen=True)

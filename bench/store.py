@@ -36,9 +36,9 @@ from optuna.storages.journal import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bench.config import legacy_method_name
-from bench.errors import StoreError
-from bench.journal import SafeJournalFileBackend
+from sslbench.bench.config import legacy_method_name
+from sslbench.bench.errors import StoreError
+from sslbench.bench.journal import SafeJournalFileBackend
 
 DEFAULT_URL = "sqlite:///sslbench.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"

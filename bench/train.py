@@ -24,20 +24,25 @@ from typing import Any
 
 import torch
 
-from bench.allocator import flush_denormals, keep_freed_memory
-from bench.checkpoint import CheckpointPolicy, Interrupted, generator_states, restore_generators
-from bench.checkpoint import load as load_checkpoint
-from bench.checkpoint import save as save_checkpoint
-from bench.compiled import network_for
-from bench.config import RunConfig
-from bench.data import PreparedData, prepare
-from bench.errors import DivergedError, UserError
-from bench.model import NetworkFn, Params, augment, forward, init_params, predict
-from bench.precision import pass_context, resolve
-from bench.sampling import BatchPlan, batch_plan, epoch_order
-from bench.seeds import generator
-from bench.throughput import peak_memory_mib, reset_peak_memory
-from methods import Batch, Method, MethodContext, StepLosses, get_method
+from sslbench.bench.allocator import flush_denormals, keep_freed_memory
+from sslbench.bench.checkpoint import (
+    CheckpointPolicy,
+    Interrupted,
+    generator_states,
+    restore_generators,
+)
+from sslbench.bench.checkpoint import load as load_checkpoint
+from sslbench.bench.checkpoint import save as save_checkpoint
+from sslbench.bench.compiled import network_for
+from sslbench.bench.config import RunConfig
+from sslbench.bench.data import PreparedData, prepare
+from sslbench.bench.errors import DivergedError, UserError
+from sslbench.bench.model import NetworkFn, Params, augment, forward, init_params, predict
+from sslbench.bench.precision import pass_context, resolve
+from sslbench.bench.sampling import BatchPlan, batch_plan, epoch_order
+from sslbench.bench.seeds import generator
+from sslbench.bench.throughput import peak_memory_mib, reset_peak_memory
+from sslbench.methods import Batch, Method, MethodContext, StepLosses, get_method
 
 
 def resolve_device(name: str) -> torch.device:

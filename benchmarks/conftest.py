@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.allocator import keep_freed_memory
-from bench.config import DataConfig
-from bench.data import PreparedData, prepare
-from bench.datasets import MNIST, default_root, fetch
+from sslbench.bench.allocator import keep_freed_memory
+from sslbench.bench.config import DataConfig
+from sslbench.bench.data import PreparedData, prepare
+from sslbench.bench.datasets import MNIST, default_root, fetch
 
 # Runs in the largest stack benchmarked: the data fixture holds labels for this many.
 MAX_STACK = 5

@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.config import build_config, with_overrides
-from bench.data import PreparedData
-from bench.model import Params, forward
-from bench.precision import pass_context
-from bench.seeds import generator
-from bench.train import init_state, train_step
-from methods import Method, MethodContext, StepLosses, method_names
-from methods.losses import UNLABELED, softmax_mse, supervised_loss
-from methods.temporal_ensembling import TemporalEnsembling
+from sslbench.bench.config import build_config, with_overrides
+from sslbench.bench.data import PreparedData
+from sslbench.bench.model import Params, forward
+from sslbench.bench.precision import pass_context
+from sslbench.bench.seeds import generator
+from sslbench.bench.train import init_state, train_step
+from sslbench.methods import Method, MethodContext, StepLosses, method_names
+from sslbench.methods.losses import UNLABELED, softmax_mse, supervised_loss
+from sslbench.methods.temporal_ensembling import TemporalEnsembling
 
 STACKS = [1, 5]
 BATCH = 100  # the blog's batch size

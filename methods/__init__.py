@@ -3,9 +3,9 @@
 Importing this package registers the built-in methods.
 """
 
-from methods import mean_teacher, pi_model, supervised, temporal_ensembling
-from methods.base import Batch, Method, MethodContext, StepLosses
-from methods.registry import get_method, method_names, register
+from sslbench.methods import mean_teacher, pi_model, supervised, temporal_ensembling
+from sslbench.methods.base import Batch, Method, MethodContext, StepLosses
+from sslbench.methods.registry import get_method, method_names, register
 
 __all__ = [
     "Batch",

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from methods.losses import supervised_loss
-from methods.ramp import unsupervised_weight
+from sslbench.methods.losses import supervised_loss
+from sslbench.methods.ramp import unsupervised_weight
 
 
 class MethodConfig(Protocol):

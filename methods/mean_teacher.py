@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from methods.base import Batch, Method, MethodContext, Params, StepLosses
-from methods.losses import softmax_mse
-from methods.registry import register
+from sslbench.methods.base import Batch, Method, MethodContext, Params, StepLosses
+from sslbench.methods.losses import softmax_mse
+from sslbench.methods.registry import register
 
 
 @register("mean_teacher")

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from methods.base import Batch, Method, StepLosses
-from methods.losses import softmax_mse
-from methods.registry import register
+from sslbench.methods.base import Batch, Method, StepLosses
+from sslbench.methods.losses import softmax_mse
+from sslbench.methods.registry import register
 
 
 @register("pi_model")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from methods.base import Method
+    from sslbench.methods.base import Method
 
 T = TypeVar("T")
 

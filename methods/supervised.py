@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from methods.base import Batch, Method, StepLosses
-from methods.registry import register
+from sslbench.methods.base import Batch, Method, StepLosses
+from sslbench.methods.registry import register
 
 
 class _NoConsistency(Method):

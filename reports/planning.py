@@ -16,7 +16,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from reports.stats import ALPHA, POWER, seeds_needed
+from sslbench.reports.stats import ALPHA, POWER, seeds_needed
 
 PILOT_SEEDS = 3  # seeds per variant of a pilot: the fewest that give an sd with an interval
 
@@ -118,11 +118,11 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
     """`sslbench plan`: per profile, each comparison's sd, seeds needed and hours, from the
     pilot runs the store holds, with the seed budget `ablate --until-decided` would need;
     a recommendation; or, without pilot runs, the pilot to run and its cost."""
-    from ablations import get_grid
-    from bench.config import build_config, get_profile
-    from reports import tables
-    from reports.build import _comparisons, load_runs, stored_profiles
-    from reports.sequential import seeds_for_power
+    from sslbench.ablations import get_grid
+    from sslbench.bench.config import build_config, get_profile
+    from sslbench.reports import tables
+    from sslbench.reports.build import _comparisons, load_runs, stored_profiles
+    from sslbench.reports.sequential import seeds_for_power
 
     grid = get_grid(grid_name)
     stored = set(stored_profiles(store, grid_name))

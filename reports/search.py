@@ -11,12 +11,19 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablations.grid import Grid
-from bench.errors import UserError
-from bench.runner import run_grid
-from bench.search import SEARCH_SEED_BASE, Log, _stderr, final_grid, study_name, summary_lines
-from bench.store import RunStore, default_checkpoint_dir
-from reports.build import write_report
+from sslbench.ablations.grid import Grid
+from sslbench.bench.errors import UserError
+from sslbench.bench.runner import run_grid
+from sslbench.bench.search import (
+    SEARCH_SEED_BASE,
+    Log,
+    _stderr,
+    final_grid,
+    study_name,
+    summary_lines,
+)
+from sslbench.bench.store import RunStore, default_checkpoint_dir
+from sslbench.reports.build import write_report
 
 
 def optuna_figures(study: optuna.Study, out: Path) -> list[Path]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from reports.stats import ALPHA, POWER, paired_rate_p
+from sslbench.reports.stats import ALPHA, POWER, paired_rate_p
 
 DECIDED = ("better", "worse", "equivalent")
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.schema import Record
-from bench.store import CellRun
-from reports.stats import (
+from sslbench.bench.schema import Record
+from sslbench.bench.store import CellRun
+from sslbench.reports.stats import (
     ALPHA,
     DEFAULT_SESOI,
     clopper_pearson,
@@ -47,7 +47,7 @@ def runs_frame(runs: Sequence[CellRun], metric: str = DEFAULT_METRIC) -> pd.Data
     `accuracy` is the headline `metric` (one of METRICS); the three figures stand beside it
     as `tail_median`, `final` and `blog_accuracy` (lowest training loss)."""
     if metric not in METRICS:
-        from bench.errors import UserError
+        from sslbench.bench.errors import UserError
 
         raise UserError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
     rows: list[dict[str, Any]] = []

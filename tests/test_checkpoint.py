@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.checkpoint import CheckpointPolicy, Interrupted
-from bench.errors import UserError
-from bench.train import single_run, train_stack
+from sslbench.bench.checkpoint import CheckpointPolicy, Interrupted
+from sslbench.bench.errors import UserError
+from sslbench.bench.train import single_run, train_stack
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")
@@ -24,7 +24,7 @@ COMPARED = ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy
 
 
 def run_args(out, checkpoint, root, method="temporal_ensembling"):
-    return [sys.executable, "-m", "bench.cli", "run", "--method", method, "--seed", "2",
+    return [sys.executable, "-m", "sslbench.bench.cli", "run", "--method", method, "--seed", "2",
             "--profile", "smoke", "--set", "train.epochs=5", "--set", "method.ramp_epochs=2",
             "--device", "cpu", "--threads", "1", "--out", str(out), "--checkpoint",
             str(checkpoint), "--checkpoint-every", "1", "--root", str(root)]
@@ -142,7 +142,7 @@ def test_a_crafted_checkpoint_runs_no_code_and_is_one_line(tmp_path, data_root):
     checkpoint = tmp_path / "run.ckpt"
     torch.save({"version": 1, "run_id": _Payload(marker)}, checkpoint)
     result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", "--method", "supervised", "--profile",
+        [sys.executable, "-m", "sslbench.bench.cli", "run", "--method", "supervised", "--profile",
          "smoke", "--set", "train.epochs=1", "--checkpoint", str(checkpoint), "--out",
          str(tmp_path / "run.json"), "--root", str(data_root)],
         capture_output=True, text=True, timeout=300)

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.checkpoint import CheckpointPolicy
-from bench.datasets import MNIST, raw_dir
-from bench.runner import run_grid
-from bench.store import RunStore
-from bench.train import single_run
+from sslbench.bench.checkpoint import CheckpointPolicy
+from sslbench.bench.datasets import MNIST, raw_dir
+from sslbench.bench.runner import run_grid
+from sslbench.bench.store import RunStore
+from sslbench.bench.train import single_run
 from tests.conftest import smoke_config
 
 
 def sslbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=600)
 
 
@@ -229,7 +229,7 @@ def test_data_fetch_verifies_present_files(data_root):
 
 
 def test_ablate_list_shows_the_grids():
-    from ablations import get_grid, grid_names
+    from sslbench.ablations import get_grid, grid_names
 
     result = sslbench("ablate", "--list")
     assert result.returncode == 0
@@ -293,7 +293,7 @@ def test_run_out_onto_its_own_record_is_done_and_onto_another_is_refused(tmp_pat
 
 
 def test_seeds_take_a_count_a_range_or_a_list_and_one_default_everywhere():
-    from bench.cli import DEFAULT_SEEDS, build_parser, seed_list
+    from sslbench.bench.cli import DEFAULT_SEEDS, build_parser, seed_list
 
     assert seed_list("3") == [0, 1, 2]
     assert seed_list("5-7") == [5, 6, 7]

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.config import (
+from sslbench.bench.config import (
     RunConfig,
     apply_profile,
     build_config,
@@ -8,7 +8,7 @@ from bench.config import (
     parse_set_args,
     with_overrides,
 )
-from bench.errors import ConfigError
+from sslbench.bench.errors import ConfigError
 
 
 def test_quick_profile_scales_epoch_lengths():
@@ -88,7 +88,7 @@ def test_fields_added_later_keep_existing_run_ids():
     import hashlib
     import json
 
-    from bench.config import LATER_FIELDS
+    from sslbench.bench.config import LATER_FIELDS
 
     config = build_config("temporal_ensembling", 3, "quick")
     before = config.to_dict()

@@ -5,11 +5,11 @@ import shutil
 import pytest
 import torch
 
-from bench.config import DataConfig
-from bench.data import balanced_labeled_indices, fit_normalizer, prepare
-from bench.datasets import MNIST, load_raw, raw_dir, verify
-from bench.errors import ConfigError, DataError
-from methods.losses import UNLABELED
+from sslbench.bench.config import DataConfig
+from sslbench.bench.data import balanced_labeled_indices, fit_normalizer, prepare
+from sslbench.bench.datasets import MNIST, load_raw, raw_dir, verify
+from sslbench.bench.errors import ConfigError, DataError
+from sslbench.methods.losses import UNLABELED
 
 CPU = torch.device("cpu")
 

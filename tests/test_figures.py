@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablations import get_grid
-from bench.store import RunStore
-from reports import figures, tables
-from reports.build import _comparisons, load_runs
+from sslbench.ablations import get_grid
+from sslbench.bench.store import RunStore
+from sslbench.reports import figures, tables
+from sslbench.reports.build import _comparisons, load_runs
 
 STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
 

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from bench.errors import UserError
-from bench.files import check_writable, write_json_atomic
+from sslbench.bench.errors import UserError
+from sslbench.bench.files import check_writable, write_json_atomic
 
 
 def test_atomic_writes_get_the_umask_mode_not_the_temporary_files(tmp_path):

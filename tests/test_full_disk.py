@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import RunStore, grid_study_name
+from sslbench.bench.store import RunStore, grid_study_name
 
 GRID = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1", "--workers", "1",
         "--set", "train.epochs=1"]
 
 
 def sslbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.cli", *args], capture_output=True,
                           text=True, timeout=600)
 
 

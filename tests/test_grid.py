@@ -15,19 +15,19 @@ import pytest
 import torch
 from scipy import stats
 
-from ablations import get_grid
-from ablations.grid import GRIDS, Grid, Variant
-from bench.runner import run_grid
-from bench.store import RunStore, grid_study_name, latest_by_cell
-from methods import Method, StepLosses, registry
-from reports.build import write_report
+from sslbench.ablations import get_grid
+from sslbench.ablations.grid import GRIDS, Grid, Variant
+from sslbench.bench.runner import run_grid
+from sslbench.bench.store import RunStore, grid_study_name, latest_by_cell
+from sslbench.methods import Method, StepLosses, registry
+from sslbench.reports.build import write_report
 
 SEEDS = [0, 1]
 GRID = get_grid("mnist100")
 
 
 def start_ablate(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "sslbench.bench.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -46,7 +46,7 @@ def smoke_runs(store: RunStore) -> list:
 
 
 def sslbench(*args: str, cwd=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=900, **kwargs)
 
 
@@ -286,7 +286,7 @@ def test_two_runners_on_one_store_run_each_cell_once(tmp_path, data_root):
 
 
 def test_cells_group_into_stacks_of_one_variant_in_seed_order():
-    from bench.runner import plan_cells, plan_jobs
+    from sslbench.bench.runner import plan_cells, plan_jobs
 
     cells = plan_cells(GRID, "smoke", [0, 1, 2], variants=["control", "pixelwise"])
     assert [c.key for c in cells][:2] == ["control/seed0", "pixelwise/seed0"]  # seed-major
@@ -365,7 +365,7 @@ class StoppedWhileStacked(DivergesWhenStacked):
     """Diverges in stacks, and the user asks to stop while the stack trains."""
 
     def losses(self, logits, batch, epoch):
-        from bench.pool import worker_stop
+        from sslbench.bench.pool import worker_stop
 
         if self.context.num_runs > 1:
             worker_stop().set()
@@ -373,7 +373,7 @@ class StoppedWhileStacked(DivergesWhenStacked):
 
 
 def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
-    from bench.config import build_config
+    from sslbench.bench.config import build_config
 
     with registry.METHODS.scoped("test_stopped_stacked", StoppedWhileStacked):
         configs = [build_config("test_stopped_stacked", seed, "smoke",
@@ -382,8 +382,8 @@ def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
 
 
 def _stop_during_a_stack(configs, data_root):
-    from bench.pool import WorkerPool
-    from bench.runner import JobSpec, execute_job
+    from sslbench.bench.pool import WorkerPool
+    from sslbench.bench.runner import JobSpec, execute_job
 
     epochs: list[str] = []  # the jobs that reported an epoch
     with WorkerPool[str, list](1, 1, lambda message: epochs.append(message[0])) as pool:

@@ -40,17 +40,34 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imported(path: Path) -> set[str]:
+def raw_imports(path: Path) -> set[str]:
+    """Every absolute module name imported by the file, as written."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            if node.module in PACKAGES:  # `from bench import allocator` imports bench.allocator
+            if node.module.removeprefix("sslbench.") in PACKAGES:
+                # `from sslbench.bench import allocator` imports sslbench.bench.allocator
                 names |= {f"{node.module}.{alias.name}" for alias in node.names}
                 names.discard(node.module)
+    return names
+
+
+def imported(path: Path) -> set[str]:
+    """The project's modules the file imports, by their folder names (`bench.config`)."""
+    names = {n.removeprefix("sslbench.") for n in raw_imports(path) if n.startswith("sslbench.")}
     return {n for n in names if n.split(".")[0] in PACKAGES}
+
+
+def test_the_project_is_imported_only_under_its_one_name():
+    """`import bench` would load a second copy of a module beside `sslbench.bench` (two
+    registries) and fails from a wheel, where only `sslbench.*` is installed."""
+    bare = [f"{path.relative_to(ROOT)} imports {name}"
+            for path in sorted(ROOT.glob("*/*.py")) if path.parts[-2] != ".venv"
+            for name in sorted(raw_imports(path)) if name.split(".")[0] in PACKAGES]
+    assert not bare, "\n".join(bare)
 
 
 def test_every_import_goes_down_the_layers():

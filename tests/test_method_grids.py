@@ -11,20 +11,20 @@ import pandas as pd
 import pytest
 import torch
 
-from ablations import get_grid
-from bench.config import DataConfig
-from bench.data import prepare
-from bench.runner import plan_cells
-from bench.store import RunStore, grid_study_name
-from methods import method_names
-from reports.stats import t_interval, tail_median
+from sslbench.ablations import get_grid
+from sslbench.bench.config import DataConfig
+from sslbench.bench.data import prepare
+from sslbench.bench.runner import plan_cells
+from sslbench.bench.store import RunStore, grid_study_name
+from sslbench.methods import method_names
+from sslbench.reports.stats import t_interval, tail_median
 
 # Short enough for CI, long enough to learn: 1,000 training images, 3 epochs.
 SHORT = ["--set", "train.epochs=3", "--set", "data.train_size=1000"]
 
 
 def sslbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.cli", *args], capture_output=True,
                           text=True, timeout=900)
 
 

@@ -8,10 +8,10 @@ the test that a consistency loss comparing the teacher with itself would fail.
 import pytest
 import torch
 
-from bench.config import MethodConfig, ModelConfig
-from bench.model import forward, init_params
-from bench.seeds import generator
-from methods import Batch, MethodContext, get_method, method_names
+from sslbench.bench.config import MethodConfig, ModelConfig
+from sslbench.bench.model import forward, init_params
+from sslbench.bench.seeds import generator
+from sslbench.methods import Batch, MethodContext, get_method, method_names
 
 MODEL = ModelConfig()
 

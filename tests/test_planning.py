@@ -12,8 +12,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from reports.planning import next_step_line, next_steps, pilot_hours, sd_interval, total_hours
-from reports.stats import seeds_needed
+from sslbench.reports.planning import (
+    next_step_line,
+    next_steps,
+    pilot_hours,
+    sd_interval,
+    total_hours,
+)
+from sslbench.reports.stats import seeds_needed
 
 QUICK_STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
 
@@ -54,8 +60,9 @@ def test_pilot_hours_from_the_measured_speed():
 def test_the_plan_command_on_a_pilot_store_and_without_one(tmp_path):
     shutil.copy(QUICK_STORE, tmp_path / "store.db")
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "plan", "--grid", "mnist100",
-                             "--storage", url, "--profile", "quick", "smoke", "--workers", "2"],
+    result = subprocess.run([sys.executable, "-m", "sslbench.bench.cli", "plan",
+                             "--grid", "mnist100", "--storage", url, "--profile", "quick", "smoke",
+                             "--workers", "2"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     text = result.stdout
@@ -69,7 +76,7 @@ def test_the_plan_command_on_a_pilot_store_and_without_one(tmp_path):
     budget = int(line.split("--max-seeds ")[1].split()[0])
     assert budget % 3 == 0 and budget >= seeds
     sd = float(line.split("differences ")[1].split()[0])
-    from reports.sequential import stated_power
+    from sslbench.reports.sequential import stated_power
 
     assert stated_power(sd, 1.0, budget, 3, 6) >= 0.8 > stated_power(sd, 1.0, budget - 3, 3, 6)
     assert "mnist100/smoke: no pilot runs" in text and "--seeds 3" in text

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from methods.losses import softmax_mse, supervised_loss
-from methods.ramp import ramp_up, unsupervised_weight
+from sslbench.methods.losses import softmax_mse, supervised_loss
+from sslbench.methods.ramp import ramp_up, unsupervised_weight
 
 BLOG = {"w_max": 30.0, "ramp_epochs": 80, "shape": 5.0, "num_labels": 100, "num_train": 60000}
 

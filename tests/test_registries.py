@@ -5,12 +5,12 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from ablations import get_grid, grid_names
-from ablations.spaces import get_space, space_names
-from bench.config import PROFILES, RunConfig, get_profile
-from bench.errors import ConfigError
-from bench.runner import plan_cells
-from methods.registry import METHODS, Registry, UnknownNameError
+from sslbench.ablations import get_grid, grid_names
+from sslbench.ablations.spaces import get_space, space_names
+from sslbench.bench.config import PROFILES, RunConfig, get_profile
+from sslbench.bench.errors import ConfigError
+from sslbench.bench.runner import plan_cells
+from sslbench.methods.registry import METHODS, Registry, UnknownNameError
 
 
 def test_a_duplicate_name_is_an_error_and_an_unknown_one_lists_the_choices():

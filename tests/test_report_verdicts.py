@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ablations import get_grid
-from bench.store import RunStore
-from reports.build import write_report
-from reports.stats import holm
-from reports.tables import paired_against_baselines, variant_summary
+from sslbench.ablations import get_grid
+from sslbench.bench.store import RunStore
+from sslbench.reports.build import write_report
+from sslbench.reports.stats import holm
+from sslbench.reports.tables import paired_against_baselines, variant_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_STORE = ROOT / "reports" / "results" / "mnist100-quick" / "store.db"
@@ -109,12 +109,12 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
 
     import torch
 
-    from bench.config import build_config
-    from bench.queue import claim_cell
-    from bench.record import build_record
-    from bench.runner import run_grid
-    from bench.store import grid_study_name
-    from bench.train import single_run
+    from sslbench.bench.config import build_config
+    from sslbench.bench.queue import claim_cell
+    from sslbench.bench.record import build_record
+    from sslbench.bench.runner import run_grid
+    from sslbench.bench.store import grid_study_name
+    from sslbench.bench.train import single_run
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)
@@ -136,9 +136,9 @@ def test_cells_stored_before_a_later_field_are_the_same_settings():
     """A cell stored before train.batches existed and a new one with it at its default have
     one run id: the report keeps them in one variant. A real difference (train.lr) is
     still shown apart."""
-    from bench.config import build_config
-    from bench.store import CellRun
-    from reports.build import separate_settings
+    from sslbench.bench.config import build_config
+    from sslbench.bench.store import CellRun
+    from sslbench.reports.build import separate_settings
 
     def cell(trial_id: int, seed: int, config: dict) -> CellRun:
         return CellRun(trial_id=trial_id, number=trial_id, cell=f"control/seed{seed}",

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-import bench.train
-from bench.config import build_config, config_from_dict, with_overrides
-from bench.errors import ConfigError
-from bench.record import build_record
-from bench.sampling import batch_plan, epoch_order
-from bench.seeds import generator
-from bench.train import train_stack
+from sslbench.bench import train as bench_train
+from sslbench.bench.config import build_config, config_from_dict, with_overrides
+from sslbench.bench.errors import ConfigError
+from sslbench.bench.record import build_record
+from sslbench.bench.sampling import batch_plan, epoch_order
+from sslbench.bench.seeds import generator
+from sslbench.bench.train import train_stack
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")
@@ -132,14 +132,14 @@ def test_the_classic_baseline_trains_on_its_labeled_images_in_a_stack(data_root,
     the record says so and gives the step count, and the stack equals the runs alone."""
     config = smoke_config("supervised", train__epochs=2)
     seen: list[torch.Tensor] = []
-    real_order = bench.train.epoch_order
+    real_order = bench_train.epoch_order
 
     def recording(*args, **kwargs):  # the real sampler, its output kept for inspection
         order = real_order(*args, **kwargs)
         seen.append(order.clone())
         return order
 
-    monkeypatch.setattr(bench.train, "epoch_order", recording)
+    monkeypatch.setattr(bench_train, "epoch_order", recording)
     stacked = train_stack(config, [0, 1], device=CPU, data_root=data_root)
     assert len(seen) == 2 and all(o.shape == (2, 20 * 100) for o in seen)
     for run, result in enumerate(stacked):
@@ -162,9 +162,9 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     the same key is claimed and trained beside it, not skipped."""
     import optuna
 
-    from bench.queue import claim_cell
-    from bench.runner import run_grid
-    from bench.store import RunStore, grid_study_name
+    from sslbench.bench.queue import claim_cell
+    from sslbench.bench.runner import run_grid
+    from sslbench.bench.store import RunStore, grid_study_name
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)

@@ -11,16 +11,16 @@ import optuna
 import pandas as pd
 import pytest
 
-from bench.datasets import MNIST, raw_dir
-from bench.search import SEARCH_SEED_BASE, study_name
-from bench.store import RunStore
+from sslbench.bench.datasets import MNIST, raw_dir
+from sslbench.bench.search import SEARCH_SEED_BASE, study_name
+from sslbench.bench.store import RunStore
 
 SHORT = ["--profile", "smoke", "--set", "train.epochs=3", "--set", "data.train_size=800",
          "--val-size", "200", "--trial-seeds", "2"]
 
 
 def sslbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.cli", *args], capture_output=True,
                           text=True, timeout=900)
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ablations.grid import GRIDS, Grid, Variant
-from reports import sequential
-from reports.sequential import looks, paired_decisions, simulate
+from sslbench.ablations.grid import GRIDS, Grid, Variant
+from sslbench.reports import sequential
+from sslbench.reports.sequential import looks, paired_decisions, simulate
 
 ALPHA = 0.05
 
@@ -113,9 +113,9 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
     """On real smoke runs: the 20x smaller learning rate is decided worse within the budget
     and gets no more seeds; the harmless change stays open and gets every round. Run again,
     nothing reruns and the decisions replay; the report states the rule and the rounds."""
-    from bench.adaptive import run_until_decided
-    from bench.store import RunStore, grid_study_name
-    from reports.build import write_report
+    from sslbench.bench.adaptive import run_until_decided
+    from sslbench.bench.store import RunStore, grid_study_name
+    from sslbench.reports.build import write_report
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     lines: list[str] = []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from reports.stats import (
+from sslbench.reports.stats import (
     bootstrap_mean_ci,
     clopper_pearson,
     decide,

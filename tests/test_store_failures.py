@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-from bench.progress import Progress
-from bench.queue import claim_cell
-from bench.store import RunStore, grid_study_name, host_name
-from reports.build import _running
+from sslbench.bench.progress import Progress
+from sslbench.bench.queue import claim_cell
+from sslbench.bench.store import RunStore, grid_study_name, host_name
+from sslbench.reports.build import _running
 
 
 def test_the_progress_counter_never_passes_the_total():
@@ -23,7 +23,7 @@ def test_the_progress_counter_never_passes_the_total():
 
 
 def test_a_terminal_gets_live_bars_and_a_log_gets_plain_lines():
-    from bench.train import EpochSummary
+    from sslbench.bench.train import EpochSummary
 
     summary = EpochSummary(epoch=2, epochs=30, weight=0.5, supervised_loss=[0.1],
                            unsupervised_loss=[0.2], train_loss=[0.2], test_accuracy=[0.9123],
@@ -63,8 +63,9 @@ def test_the_report_tells_running_cells_from_stale_ones(tmp_path):
 
 def test_three_runners_on_a_fresh_sqlite_file_all_finish(tmp_path, data_root):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    command = [sys.executable, "-m", "bench.cli", "ablate", "--grid", "mnist100", "--profile",
-               "smoke", "--seeds", "1", "--variants", "control", "ramp_none", "supervised",
+    command = [sys.executable, "-m", "sslbench.bench.cli", "ablate", "--grid", "mnist100",
+               "--profile", "smoke", "--seeds", "1", "--variants", "control", "ramp_none",
+               "supervised",
                "--workers", "1", "--set", "train.epochs=1", "--storage", url, "--root",
                str(data_root)]
     runners = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -84,7 +85,7 @@ def test_a_claim_leaves_no_study_and_a_stale_racer_backs_off(tmp_path, monkeypat
     """The claim study is deleted once the attempt exists. A runner that read the store
     before that attempt was made wins the freed name later, and must then see the attempt
     and back off rather than start the cell a second time."""
-    from bench import queue
+    from sslbench.bench import queue
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     study = store.study_id(grid_study_name("mnist100", "smoke"))
@@ -107,7 +108,7 @@ def test_a_claim_leaves_no_study_and_a_stale_racer_backs_off(tmp_path, monkeypat
 def test_spent_claims_of_older_versions_are_tidied_and_pending_ones_kept(tmp_path):
     import optuna
 
-    from bench.queue import tidy_claims
+    from sslbench.bench.queue import tidy_claims
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     study = store.study_id(grid_study_name("mnist100", "smoke"))

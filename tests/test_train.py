@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from bench.config import with_overrides
-from bench.train import single_run, train_stack
-from methods import method_names
+from sslbench.bench.config import with_overrides
+from sslbench.bench.train import single_run, train_stack
+from sslbench.methods import method_names
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")
@@ -85,7 +85,7 @@ def test_bf16_passes_round_but_track_fp32(data_root):
 
 
 def test_auto_precision_is_bf16_exactly_where_the_device_has_it(data_root):
-    from bench.precision import native_bf16, resolve
+    from sslbench.bench.precision import native_bf16, resolve
 
     assert resolve("auto", CPU) == ("bf16" if native_bf16(CPU) else "fp32")
     assert resolve("fp32", CPU) == "fp32" and resolve("bf16", CPU) == "bf16"
@@ -116,7 +116,7 @@ def test_compiled_network_computes_what_the_eager_one_does(data_root):
 
 
 def test_cuda_graphs_on_the_cpu_is_a_clear_error(data_root):
-    from bench.errors import UserError
+    from sslbench.bench.errors import UserError
 
     with pytest.raises(UserError, match=r"train\.cuda_graphs needs a CUDA device"):
         single_run(short(train__cuda_graphs=True), device=CPU, data_root=data_root)

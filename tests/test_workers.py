@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from bench.store import RunStore, grid_study_name, host_name, latest_by_cell
+from sslbench.bench.store import RunStore, grid_study_name, host_name, latest_by_cell
 from tests.test_grid import sslbench, wait_for
 
 ENV_POSTGRES = "SSLBENCH_TEST_POSTGRES"
@@ -71,8 +71,8 @@ def runners():
 
     def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
         with log.open("w") as out:
-            process = subprocess.Popen([sys.executable, "-m", "bench.cli", "ablate", *args],
-                                       stdout=out, stderr=subprocess.STDOUT,
+            process = subprocess.Popen([sys.executable, "-m", "sslbench.bench.cli", "ablate",
+                                        *args], stdout=out, stderr=subprocess.STDOUT,
                                        env={**os.environ, "OMP_NUM_THREADS": "1", **env})
         started.append((process, log))
         return process

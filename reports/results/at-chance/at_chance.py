@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from bench.config import build_config
-from bench.data import prepare
-from bench.datasets import default_root
-from bench.model import _activation, _conv_weight, _max_pool, forward, init_params, predict
-from bench.sampling import batch_plan, epoch_order
-from bench.seeds import generator
-from methods.losses import UNLABELED, supervised_loss
+from sslbench.bench.config import build_config
+from sslbench.bench.data import prepare
+from sslbench.bench.datasets import default_root
+from sslbench.bench.model import _activation, _conv_weight, _max_pool, forward, init_params, predict
+from sslbench.bench.sampling import batch_plan, epoch_order
+from sslbench.bench.seeds import generator
+from sslbench.methods.losses import UNLABELED, supervised_loss
 
 PROBE_IMAGES = 1000
 PROBE_EVERY = 20  # steps

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ablations import get_grid
-from bench.store import RunStore
-from reports import tables
-from reports.build import _comparisons, load_runs
-from reports.planning import sd_interval
-from reports.sequential import seeds_for_power
-from reports.stats import seeds_needed
+from sslbench.ablations import get_grid
+from sslbench.bench.store import RunStore
+from sslbench.reports import tables
+from sslbench.reports.build import _comparisons, load_runs
+from sslbench.reports.planning import sd_interval
+from sslbench.reports.sequential import seeds_for_power
+from sslbench.reports.stats import seeds_needed
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
