@@ -189,7 +189,7 @@ def train_naive(config: RunConfig, *, device: torch.device, data_root: Path) -> 
     cfg_train, cfg_method = config.train, config.method
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg_train.lr,
                                  betas=(cfg_train.beta1, cfg_train.beta2))
-    alpha = cfg_method.ensemble_momentum
+    alpha = cfg_method.options.ensemble_momentum
     ensemble = torch.zeros(num_train, 10, device=device)  # Z
     targets = torch.zeros(num_train, 10, device=device)  # z = Z / (1 - alpha^t)
     outputs = torch.zeros(num_train, 10, device=device)  # this epoch's outputs

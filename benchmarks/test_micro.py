@@ -135,7 +135,7 @@ def test_temporal_ensemble_end_of_epoch(benchmark, device, runs):
 
     timed(benchmark, update, 0)
     # One more update, checked against the formula.
-    momentum = config.method.ensemble_momentum
+    momentum = config.method.options.ensemble_momentum
     ensemble = method.ensemble.clone()
     method.end_epoch(EPOCH)
     expected = momentum * ensemble + (1 - momentum) * outputs.to(device)

@@ -17,10 +17,16 @@ import torch
 from sslbench.methods.losses import supervised_loss
 from sslbench.methods.ramp import unsupervised_weight
 
+# Field metadata marking lengths measured in epochs: the profile scales them (a ramp of 80
+# of the paper's 300 epochs is 8 of the quick profile's 30). For a method's own Options too.
+EPOCH_LENGTH = {"epoch_length": True}
+
 
 class MethodConfig(Protocol):
-    """The knobs methods read (bench.config.MethodConfig holds, validates and hashes them;
-    this layer imports nothing of the engine)."""
+    """The knobs every method reads, and the method's own (`options`).
+
+    bench.config.MethodConfig holds, validates and hashes them; this layer imports nothing of
+    the engine."""
 
     @property
     def name(self) -> str: ...
@@ -33,13 +39,12 @@ class MethodConfig(Protocol):
     @property
     def supervised_scaling(self) -> str: ...
     @property
-    def ensemble_momentum(self) -> float: ...
-    @property
-    def ensemble_target(self) -> str: ...
-    @property
-    def ema_decay(self) -> float: ...
-    @property
-    def ema_decay_after_ramp(self) -> float | None: ...
+    def options(self) -> Any: ...  # an instance of the method's Options dataclass
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The Options of a method with no knobs of its own."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,18 @@ class Method:
     labeled_only: ClassVar[bool] = False
     # The method's own defaults (e.g. its weight w_max), applied before grid and --set.
     default_overrides: ClassVar[dict[str, Any]] = {}
+    # The method's own knobs: a frozen dataclass whose fields have defaults and types
+    # (bool, int, float, str, a Literal, or X | None), set as `method.<field>` and hashed into
+    # the run id. Its __post_init__ checks values and raises ValueError with a one-line
+    # message naming the key (`method.<field> must be ...`). Epoch lengths: EPOCH_LENGTH.
+    Options: ClassVar[type[Any]] = NoOptions
+    # One line for `--help` and `sslbench run --list`.
+    description: ClassVar[str] = ""
 
     def __init__(self, context: MethodContext) -> None:
         self.context = context
         self.config = context.config
+        self.options = context.config.options
 
     def weight(self, epoch: int) -> float:
         """The unsupervised weight w(t) for `epoch` (counted from 0)."""

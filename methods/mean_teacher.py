@@ -8,6 +8,7 @@ student's is reported beside it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,17 +18,35 @@ from sslbench.methods.losses import softmax_mse
 from sslbench.methods.registry import register
 
 
+@dataclass(frozen=True)
+class MeanTeacherOptions:
+    # teacher = decay * teacher + (1 - decay) * student after each optimizer step; optionally
+    # a slower decay once the ramp-up is over (0.999 in the paper).
+    ema_decay: float = 0.99
+    ema_decay_after_ramp: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ema_decay", "ema_decay_after_ramp"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"method.{name} must be in [0, 1), got {value}")
+
+
 @register("mean_teacher")
 class MeanTeacher(Method):
+    Options = MeanTeacherOptions
+    description = "the target is a teacher, a moving average of the student (Tarvainen & Valpola)"
+    options: MeanTeacherOptions
+
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
         self.teacher: Params = {k: v.detach().clone() for k, v in context.params.items()}
 
     def decay(self, epoch: int) -> float:
         """The EMA decay: ema_decay, or ema_decay_after_ramp once the ramp-up is over."""
-        after = self.config.ema_decay_after_ramp
+        after = self.options.ema_decay_after_ramp
         return after if after is not None and epoch >= self.config.ramp_epochs else \
-            self.config.ema_decay
+            self.options.ema_decay
 
     def losses(self, logits: torch.Tensor, batch: Batch, epoch: int) -> StepLosses:
         if batch.forward is None:

@@ -34,8 +34,9 @@ class _NoConsistency(Method):
 class Supervised(_NoConsistency):
     labeled_only = True
     default_overrides: ClassVar[dict[str, Any]] = {"train.batches": "labeled"}
+    description = "the classic baseline: the labeled images alone, same model and steps"
 
 
 @register("supervised_pipeline")
 class SupervisedPipeline(_NoConsistency):
-    pass
+    description = "the SSL pipeline over all images with the consistency term removed"

@@ -9,7 +9,8 @@ softmax probabilities are (the paper).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -18,8 +19,25 @@ from sslbench.methods.losses import softmax_mse
 from sslbench.methods.registry import register
 
 
+@dataclass(frozen=True)
+class TemporalEnsemblingOptions:
+    # Z = a Z + (1 - a) z after each epoch: a = ensemble_momentum.
+    ensemble_momentum: float = 0.6
+    # What is ensembled: raw outputs (the blog's code) or softmax probabilities (the paper).
+    ensemble_target: Literal["raw", "prob"] = "raw"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ensemble_momentum < 1:
+            raise ValueError(f"method.ensemble_momentum must be in [0, 1), "
+                             f"got {self.ensemble_momentum}")
+
+
 @register("temporal_ensembling")
 class TemporalEnsembling(Method):
+    Options = TemporalEnsemblingOptions
+    description = "per-sample ensemble of past epochs' outputs as the target (Laine & Aila)"
+    options: TemporalEnsemblingOptions
+
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
         shape = (context.num_runs, context.num_train, context.num_classes)
@@ -27,7 +45,7 @@ class TemporalEnsembling(Method):
         self.targets = torch.zeros(shape, device=context.device)  # Z / (1 - a^t)
         self.epoch_outputs = torch.zeros(shape, device=context.device)  # z of this epoch
         self.epochs_done = 0
-        self.ensemble_probs = self.config.ensemble_target == "prob"
+        self.ensemble_probs = self.options.ensemble_target == "prob"
 
     def losses(self, logits: torch.Tensor, batch: Batch, epoch: int) -> StepLosses:
         classes = logits.shape[-1]
@@ -41,7 +59,7 @@ class TemporalEnsembling(Method):
                           unsupervised=softmax_mse(logits, target_probs))
 
     def end_epoch(self, epoch: int) -> None:
-        momentum = self.config.ensemble_momentum
+        momentum = self.options.ensemble_momentum
         self.ensemble.mul_(momentum).add_(self.epoch_outputs, alpha=1.0 - momentum)
         self.epochs_done += 1
         torch.div(self.ensemble, 1.0 - momentum**self.epochs_done, out=self.targets)

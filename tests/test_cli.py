@@ -63,8 +63,10 @@ BAD_INPUTS = [
     ([*SMOKE_RUN, "--set", "model.weight_norm=maybe"], "must be true or false"),
     ([*SMOKE_RUN, "--set", "train.epochs=-3"], "train.epochs must be > 0"),
     ([*SMOKE_RUN, "--set", "train.batch_size=0"], "train.batch_size must be > 0"),
-    ([*SMOKE_RUN, "--set", "method.ensemble_momentum=1.0"],
-     "method.ensemble_momentum must be in [0, 1)"),
+    ([*SMOKE_RUN, "--set", "method.ensemble_momentum=0.5"],
+     "for method supervised; its keys: method.name, method.w_max"),  # TE's knob, not its
+    (["run", "--method", "temporal_ensembling", "--profile", "smoke", "--set",
+      "method.ensemble_momentum=1.0"], "method.ensemble_momentum must be in [0, 1)"),
     ([*SMOKE_RUN, "--set", "data.num_labels=95"], "must be divisible by the 10 classes"),
     ([*SMOKE_RUN, "--set", "data.num_labels=5000"], "exceeds the 2000 training images"),
     ([*SMOKE_RUN, "--set", "data.train_size=70000"], "data.train_size=70000 exceeds"),

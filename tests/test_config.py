@@ -25,7 +25,7 @@ def test_paper_profile_is_the_blog_protocol():
     assert (config.train.epochs, config.train.batch_size, config.train.lr) == (300, 100, 0.002)
     assert (config.train.beta1, config.train.beta2) == (0.9, 0.99)
     assert config.method.ramp_epochs == 80 and config.method.w_max == 30.0
-    assert config.method.ensemble_momentum == 0.6
+    assert config.method.options.ensemble_momentum == 0.6
     assert config.data.normalization == "channelwise" and config.data.train_size is None
 
 
@@ -88,10 +88,12 @@ def test_fields_added_later_keep_existing_run_ids():
     import hashlib
     import json
 
-    from sslbench.bench.config import LATER_FIELDS
+    from sslbench.bench.config import LATER_FIELDS, LEGACY_METHOD_KEYS
 
     config = build_config("temporal_ensembling", 3, "quick")
     before = config.to_dict()
+    # Then, every method section held every method's knobs (mean teacher's at defaults).
+    before["method"] = {**LEGACY_METHOD_KEYS, **before["method"]}
     for section, name in LATER_FIELDS:
         del before[section][name]
     old_id = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":"))
@@ -100,3 +102,28 @@ def test_fields_added_later_keep_existing_run_ids():
     for key, value in (("train.precision", "bf16"), ("train.precision", "auto"),
                        ("train.compile", True), ("train.cuda_graphs", True)):
         assert with_overrides(config, {key: value}).config_hash() != old_id, key
+
+
+def test_every_committed_record_keeps_its_run_id():
+    """The golden check over real stores: every record committed under reports/results reads
+    back (methods own their knobs now) and hashes to the run id it was stored under."""
+    from pathlib import Path
+
+    from sslbench.bench.identity import stored_run_id
+    from sslbench.bench.store import open_storage
+
+    results = Path(__file__).resolve().parent.parent / "reports" / "results"
+    urls = [f"sqlite:///{p}" for p in sorted(results.glob("*/*.db"))]
+    urls += [f"journal:///{p}" for p in sorted(results.glob("*/*.log"))
+             if p.name in ("runs.log", "search.log")]
+    checked = []
+    for url in urls:
+        storage = open_storage(url, create=False)
+        for study in storage.get_all_studies():
+            for trial in storage.get_all_trials(study._study_id):
+                record = trial.user_attrs.get("record")
+                if record:
+                    checked.append((url, trial.number, record["run_id"],
+                                    stored_run_id(record["config"])))
+    assert len(checked) > 150 and {url for url, *_ in checked} == set(urls)
+    assert [c for c in checked if c[2] != c[3]] == []

@@ -8,7 +8,7 @@ the test that a consistency loss comparing the teacher with itself would fail.
 import pytest
 import torch
 
-from sslbench.bench.config import MethodConfig, ModelConfig
+from sslbench.bench.config import ModelConfig, RunConfig, with_overrides
 from sslbench.bench.model import forward, init_params
 from sslbench.bench.seeds import generator
 from sslbench.methods import Batch, MethodContext, get_method, method_names
@@ -19,7 +19,10 @@ MODEL = ModelConfig()
 def setup(name: str, **changes):
     params = init_params(MODEL, 10, 28, [generator(s, "init") for s in (0, 1)],
                          torch.device("cpu"))
-    context = MethodContext(config=MethodConfig(name=name, **changes), num_runs=2, num_train=6,
+    method_config = with_overrides(RunConfig(), {
+        "method.name": name, **get_method(name).default_overrides,
+        **{f"method.{k}": v for k, v in changes.items()}}).method
+    context = MethodContext(config=method_config, num_runs=2, num_train=6,
                             num_classes=10, num_labels=2, device=torch.device("cpu"),
                             params=params)
     return get_method(name)(context), params
