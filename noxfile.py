@@ -29,19 +29,24 @@ ROOT = Path(__file__).parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".sslbench-installed"
+# The tested torch, pinned here and not in the package's requirements (a range there): on this
+# project's CPU machines pip takes both from local disk.
+TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
 
 
 def _venv(session: nox.Session) -> None:
     """Create .venv and install the project (editable, with dev extras) when needed."""
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
+                            + " ".join(TORCH_PINS).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not (BIN / "python").exists():
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip",
                 external=True)
+    # The pins in the same call: the project's range is resolved together with them.
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]",
-                external=True)
+                *TORCH_PINS, external=True)
     STAMP.write_text(wanted)
 
 

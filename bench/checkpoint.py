@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
+from sslbench.bench.errors import Interrupted as Interrupted  # re-exported: its old home
 from sslbench.bench.errors import UserError
 
 CHECKPOINT_VERSION = 1
@@ -40,14 +41,6 @@ class CheckpointPolicy:
     path: Path
     every_epochs: int = 1
     stop: threading.Event = field(default_factory=threading.Event)
-
-
-class Interrupted(Exception):
-    """Training stopped on request after saving a checkpoint."""
-
-    def __init__(self, path: Path, epoch: int, step: int) -> None:
-        super().__init__(f"stopped at epoch {epoch + 1}, step {step}; checkpoint saved to {path}")
-        self.path, self.epoch, self.step = path, epoch, step
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sslbench.bench.checkpoint import Interrupted
-from sslbench.bench.errors import DivergedError, UserError
+from sslbench.bench.errors import DivergedError, Interrupted, UserError
 from sslbench.bench.files import check_writable, write_json_atomic
 
 
@@ -119,6 +118,23 @@ def _refuse_other_record(out: Path, run_id: str) -> None:
                         f"move it away")
 
 
+def grid_listing(grid: Any) -> list[str]:
+    """`ablate --list`: a grid's variants with their method, baseline and overrides, aligned.
+    The control has no baseline (-); a reference variant names itself (reference only)."""
+    rows = [("variant", "method", "compared with", "overrides (paper units)", "description")]
+    for variant in grid.variants:
+        baseline = variant.baseline or grid.control
+        compared = ("-" if variant.name == grid.control else
+                    "(reference only)" if baseline == variant.name else baseline)
+        overrides = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "-"
+        rows.append((variant.name, variant.method, compared, overrides, variant.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"{grid.name}: {grid.description}"]
+    lines += ["  " + "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths, strict=True))
+              + "  " + row[4] for row in rows]
+    return lines
+
+
 # One default seed count for `sslbench ablate` and `nox -s ablations`.
 DEFAULT_SEEDS = 3
 
@@ -132,10 +148,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     if args.list:
         for name in grid_names():
-            grid = get_grid(name)
-            print(f"{name}: {grid.description}")
-            for variant in grid.variants:
-                print(f"  {variant.name:<14} {variant.method:<20} {variant.description}")
+            print("\n".join(grid_listing(get_grid(name))))
         return 0
     if not args.grid:
         raise UserError("ablate needs --grid NAME (or --list to see the grids)")
@@ -265,6 +278,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sslbench.bench.store import RunStore
+    from sslbench.reports.export import parquet_available, write_export
+
+    store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
+    written = write_export(store, Path(args.out), args.grid)
+    print("written: " + ", ".join(str(p) for p in written))
+    if not parquet_available():
+        print("(CSV only: `pip install pyarrow` adds Parquet)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sslbench.bench.identity import study_suffix
     from sslbench.bench.store import RunStore
@@ -324,20 +349,95 @@ def grace_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         metavar="SECONDS", help=f"{what} (default {DEFAULT_GRACE_S:.0f})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from sslbench.bench.store import DEFAULT_URL
+# The subcommands and their one-line help: the whole parser for a command, this alone for
+# `sslbench --help`, which must answer without importing torch (tests/test_cli.py).
+COMMAND_HELP = {
+    "data": "dataset files: fetch and verify MNIST and Fashion-MNIST",
+    "run": "train one method with one seed, write its record",
+    "ablate": "run a grid of variants x seeds into the store",
+    "search": "tune a method's hyperparameters on a validation split (Optuna)",
+    "report": "statistical report of a grid from the store",
+    "plan": "seeds and hours each comparison needs, before the compute is spent",
+    "export": "write a store's runs and per-epoch curves as CSV (and Parquet) for pandas",
+    "bench": "measured throughput: the blog's naive pipeline vs the harness",
+}
 
-    parser = argparse.ArgumentParser(prog="sslbench", description=__doc__.splitlines()[0])
+
+def _top_parser() -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(
+        prog="sslbench",
+        description="A benchmark and ablation harness for semi-supervised image "
+                    "classification: does this tweak really help, or is it seed noise?",
+        epilog="`sslbench COMMAND --help` lists a command's choices (methods, grids, search "
+               "spaces, profiles) with one line each.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--version", action="version", version=_version())
-    commands = parser.add_subparsers(dest="command", required=True)
+    plugin_flag(parser)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE.py",
+                        default=argparse.SUPPRESS,
+                        help="import a module or .py file that registers methods, grids or "
+                             "search spaces (repeatable; installed entry points load anyway)")
+
+
+def catalog(title: str, entries: dict[str, str]) -> str:
+    """An aligned `name  description` block for a --help epilog."""
+    width = max(map(len, entries), default=0)
+    return "\n".join([f"{title}:", *(f"  {name:<{width}}  {text}"
+                                     for name, text in entries.items())])
+
+
+def _catalogs() -> dict[str, str]:
+    """The registries as --help blocks. Imports the methods and grids (and so torch)."""
+    from sslbench.ablations import get_grid, grid_names
+    from sslbench.ablations.spaces import get_space, space_names
+    from sslbench.bench.config import PROFILES
+    from sslbench.bench.datasets import DATASETS
+    from sslbench.methods import get_method, method_names
+
+    return {
+        "methods": catalog("methods (--method)", {
+            m: get_method(m).description or "(no description)" for m in method_names()}),
+        "grids": catalog("grids (--grid; `ablate --list` shows their variants)", {
+            g: get_grid(g).description for g in grid_names()}),
+        "spaces": catalog("search spaces (--space)", {
+            n: get_space(n).description for n in space_names()}),
+        "profiles": catalog("profiles (--profile)", {
+            n: PROFILES.get(n).description for n in PROFILES.names()}),
+        "datasets": catalog("datasets (--dataset)", {
+            n: f"{DATASETS.get(n).num_train:,} training images, {DATASETS.get(n).num_classes} "
+               f"classes" for n in DATASETS.names()}),
+    }
+
+
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """The command line. `full=False`: the commands' names and help only (`sslbench --help`,
+    `--version`), built without importing the engine."""
+    parser, commands = _top_parser()
+    if not full:
+        for name, text in COMMAND_HELP.items():
+            commands.add_parser(name, help=text)
+        return parser
+    from sslbench.bench.store import DEFAULT_URL
+
+    blocks = _catalogs()
+
+    def command(name: str, *shown: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=COMMAND_HELP[name], description=COMMAND_HELP[name],
+            epilog="\n\n".join(blocks[b] for b in shown) or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def data_root_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--root", help="data folder (default: $SSLBENCH_DATA or "
                                       "~/.cache/sslbench/data)")
 
     def training_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--profile", default="quick", help="paper | quick | smoke (default quick)")
+        p.add_argument("--profile", default="quick", help="protocol length and data slice "
+                                                          "(default quick; listed below)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -345,16 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU threads per process (default: cores / workers)")
         data_root_flag(p)
 
-    data = commands.add_parser("data", help="dataset files")
+    data = command("data", "datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_commands.add_parser("fetch", help="download and verify a dataset")
+    fetch = data_commands.add_parser("fetch", help="download and verify a dataset",
+                                     epilog=blocks["datasets"],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     fetch.add_argument("--dataset", default="mnist",
-                       help="mnist | fashion_mnist | all (default mnist)")
+                       help="a dataset below, or all (default mnist)")
     data_root_flag(fetch)
     fetch.set_defaults(func=cmd_data_fetch)
 
-    run = commands.add_parser("run", help="train one method with one seed, write its record")
-    run.add_argument("--method", required=True)
+    run = command("run", "methods", "profiles")
+    run.add_argument("--method", required=True, metavar="METHOD",
+                     help="the method to train (listed below)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", help="record file (default runs/METHOD-seedN-PROFILE-HASH.json)")
     run.add_argument("--checkpoint", help="checkpoint file, resumed from when it exists "
@@ -365,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     training_flags(run)
     run.set_defaults(func=cmd_run)
 
-    ablate = commands.add_parser("ablate", help="run a grid of variants x seeds into the store")
-    ablate.add_argument("--grid")
+    ablate = command("ablate", "grids", "profiles")
+    ablate.add_argument("--grid", help="the grid to run (listed below)")
     ablate.add_argument("--list", action="store_true", help="list the grids and their variants")
     ablate.add_argument("--seeds", default=str(DEFAULT_SEEDS),
                         help=f"N (seeds 0..N-1), a range a-b, or a list like 0,2,5-7 "
@@ -408,9 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     training_flags(ablate)
     ablate.set_defaults(func=cmd_ablate)
 
-    search = commands.add_parser(
-        "search", help="tune a method's hyperparameters on a validation split (Optuna)")
-    search.add_argument("--space", help="search space (see --list)")
+    search = command("search", "spaces", "profiles")
+    search.add_argument("--space", help="search space (listed below)")
     search.add_argument("--list", action="store_true", help="list the search spaces")
     search.add_argument("--trials", type=int, default=20,
                         help="finished trials wanted in the study (default 20); running the "
@@ -441,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     training_flags(search)
     search.set_defaults(func=cmd_search)
 
-    report = commands.add_parser("report", help="statistical report of a grid from the store")
-    report.add_argument("--grid", required=True)
+    report = command("report", "grids")
+    report.add_argument("--grid", required=True, help="the grid to report (listed below)")
     report.add_argument("--profile", help="which profile's runs (default: the only one stored)")
     report.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
     report.add_argument("--out", default="report", help="output folder (default ./report)")
@@ -457,9 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the labeled set of cells `ablate --settings NAME` stored")
     report.set_defaults(func=cmd_report)
 
-    plan = commands.add_parser("plan", help="seeds and hours each comparison needs, before "
-                                            "the compute is spent")
-    plan.add_argument("--grid", required=True)
+    export = command("export", "grids")
+    export.add_argument("--storage", default=DEFAULT_URL, help=f"store URL (default {DEFAULT_URL})")
+    export.add_argument("--out", required=True, help="folder for runs.csv and curves.csv")
+    export.add_argument("--grid", help="only this grid's runs (default: every grid stored)")
+    export.set_defaults(func=cmd_export)
+
+    plan = command("plan", "grids", "profiles")
+    plan.add_argument("--grid", required=True, help="the grid to plan (listed below)")
     plan.add_argument("--profile", nargs="+", help="profiles to plan (default: those stored)")
     plan.add_argument("--storage", default=DEFAULT_URL, help="store with pilot runs")
     plan.add_argument("--alpha", type=float, default=0.05,
@@ -476,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
     _debug_anywhere([fetch, *commands.choices.values()])
+    for sub in (fetch, *commands.choices.values()):
+        plugin_flag(sub)
     return parser
 
 
@@ -516,9 +625,31 @@ def seed_list(text: str) -> list[int]:
     return sorted(seeds)
 
 
+def _early_flags(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """`--plugin` values and `--debug`, wherever they are, before the parser is built: the
+    plugins' methods and grids must be in the parser's lists."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugin", action="append", default=[])
+    early.add_argument("--debug", action="store_true")
+    known, _ = early.parse_known_args(argv)
+    return known.plugin, known.debug
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plugins, debug = _early_flags(argv)
+    full = any(a in COMMAND_HELP for a in argv)  # no command: the fast parser suffices
+    try:
+        if full:
+            from sslbench.bench.plugins import load_plugins
+
+            load_plugins(plugins)
+    except UserError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args = build_parser(full).parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None and args.threads < 1:
             raise UserError(f"--threads must be >= 1 (CPU threads per process), got "
@@ -529,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sslbench ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as error:  # a full disk or a read-only folder while writing an output
         where = f" ({error.filename})" if error.filename else ""
         print(f"error: {error.strerror or error}{where}; free space or choose another output "

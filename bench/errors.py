@@ -4,6 +4,8 @@ The CLI prints `error: <message>` for these and exits with status 2 (no tracebac
 unless `--debug`). Anything else that escapes is a bug and keeps its traceback.
 """
 
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input or environment, fixable by the user."""
@@ -31,3 +33,11 @@ class DivergedError(Exception):
         super().__init__(f"diverged at epoch {epoch}: {what} is not finite")
         self.epoch = epoch
         self.what = what
+
+
+class Interrupted(Exception):
+    """Training stopped on request after saving a checkpoint (bench.checkpoint)."""
+
+    def __init__(self, path: Path, epoch: int, step: int) -> None:
+        super().__init__(f"stopped at epoch {epoch + 1}, step {step}; checkpoint saved to {path}")
+        self.path, self.epoch, self.step = path, epoch, step

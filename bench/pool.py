@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from sslbench.bench.checkpoint import stop_on_signals
+from sslbench.bench.plugins import load_plugins
 
 T = TypeVar("T")  # what a job returns
 Tag = TypeVar("Tag")  # what the runner attaches to a job to settle it
@@ -77,6 +78,7 @@ def _init_worker(queue: Any, threads: int, parent_pid: int, runner_stop: Any,
     global _report, _barrier
     _report, _barrier = queue.put, barrier
     torch.set_num_threads(threads)
+    load_plugins()  # the runner's --plugin files and modules, from the environment
     threading.Thread(target=_watch_runner, args=(parent_pid, runner_stop), daemon=True).start()
 
 

@@ -14,12 +14,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("bench.errors", "bench.config", "bench.datasets", "bench.data", "bench.model",
               "bench.seeds", "bench.precision", "bench.checkpoint", "bench.sampling",
               "bench.allocator", "bench.compiled", "bench.train", "bench.record",
-              "bench.throughput", "bench.files", "bench.schema")),
+              "bench.throughput", "bench.files", "bench.schema", "bench.plugins")),
     ("grids", ("ablations",)),
     ("orchestration", ("bench.store", "bench.journal", "bench.identity", "bench.queue",
                        "bench.pool", "bench.progress", "bench.runner", "bench.search")),
     ("reports", ("reports",)),
-    ("tools", ("bench.cli", "bench.speed", "bench.naive", "bench.adaptive", "bench")),
+    ("tools", ("bench.cli", "bench.speed", "bench.naive", "bench.adaptive", "bench.api", "bench")),
 ]
 PACKAGES = ("methods", "bench", "ablations", "reports")
 
