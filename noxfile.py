@@ -141,13 +141,15 @@ def search(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Micro-benchmarks, then `sslbench bench` (naive pipeline vs harness); posargs go to it."""
+    """Micro-benchmarks, then `sslbench bench` (naive pipeline vs harness; posargs go to it),
+    then the CPU step against this core's roofline."""
     _venv(session)
     _run(session, "sslbench", "data", "fetch")
     Path("report/bench").mkdir(parents=True, exist_ok=True)  # --benchmark-json needs the folder
     _run(session, "pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider",
          "--benchmark-json", "report/bench/micro.json")
     _run(session, "sslbench", "bench", "--out", "report/bench", *session.posargs)
+    _run(session, "python", "-m", "sslbench.bench.roofline", "--out", "report/bench")
 
 
 @nox.session

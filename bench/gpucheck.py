@@ -102,14 +102,14 @@ FULL = Sizes(
     bench_stack=5, bench_more_stacks=(10,), bench_processes=((2, 5), (4, 5)), bench_bf16=True,
     profile_stacks=(1, 5, 10), profile_train_size=60_000, profile_warmup_steps=20,
     profile_steps=20, slice_profile="paper", slice_seeds=5, slice_variants=(), slice_epochs=3,
-    slice_min_epochs=2, correctness_s=150, measurement_s=30, profile_s=45, job_start_s=10,
-    slice_epoch_s=5)
+    slice_min_epochs=2, correctness_s=150, measurement_s=30, profile_s=45, job_start_s=5,
+    slice_epoch_s=3)
 TINY = Sizes(
     name="tiny", bench_train_size=300, bench_test_size=200, bench_epochs=2, bench_stack=2,
     bench_more_stacks=(), bench_processes=((2, 1),), bench_bf16=False, profile_stacks=(1, 2),
     profile_train_size=500, profile_warmup_steps=3, profile_steps=5, slice_profile="smoke",
     slice_seeds=2, slice_variants=("control", "supervised"), slice_epochs=2,
-    slice_min_epochs=1, correctness_s=45, measurement_s=6, profile_s=10, job_start_s=3,
+    slice_min_epochs=1, correctness_s=25, measurement_s=6, profile_s=6, job_start_s=5,
     slice_epoch_s=1)
 
 
@@ -186,25 +186,26 @@ def run_check(options: Options, log: Log) -> dict[str, Any]:
 def _section_outcome(check: Check, name: str, number: int) -> dict[str, Any]:
     if name not in check.options.sections:
         return {"status": "skipped", "why": "not selected (--sections)"}
-    needs, left = needs_s(check, name), check.left_s()
+    needs, estimate, left = needs_s(check, name), estimate_s(check, name), check.left_s()
     if needs > left:
-        return {"status": "skipped", "estimate_s": round(needs),
+        return {"status": "skipped", "estimate_s": round(estimate),
                 "why": f"budget: needs ~{needs:.0f} s, {max(left, 0):.0f} s left"}
-    check.log(f"gpucheck [{number}/{len(SECTIONS)}] {name}: ~{needs:.0f} s estimated, "
+    check.log(f"gpucheck [{number}/{len(SECTIONS)}] {name}: ~{estimate:.0f} s estimated, "
               f"{left:.0f} s left ...")
-    check.section(name).update(status="running", estimate_s=round(needs))
+    check.section(name).update(status="running", estimate_s=round(estimate))
     check.save()
     started = time.monotonic()
     outcome = SECTION_RUNNERS[name](check)
-    return {"estimate_s": round(needs), **outcome,
+    return {"estimate_s": round(estimate), **outcome,
             "seconds": round(time.monotonic() - started, 1)}
 
 
 def _record_stop(check: Check, current: str, why: str) -> None:
     for name in SECTIONS[SECTIONS.index(current):]:
         section = check.section(name)
-        if section["status"] == "running":
-            section.update(status="stopped", why=why)
+        if section["status"] == "running":  # with what its process had written
+            written = _read_json(check.options.out / "sections" / f"{name}.json")
+            section.update(status="stopped", why=why, result=written.get("result", {}))
         elif section["status"] == "pending":
             section.update(status="skipped", why=f"the check was stopped ({why})")
 
@@ -222,29 +223,36 @@ def passed(doc: dict[str, Any]) -> bool:
 # -- estimates ---------------------------------------------------------------------------------
 
 
-def needs_s(check: Check, name: str) -> float:
-    """The seconds a section needs to start: its estimate (for the bench, the first two
-    measurements: it skips the rest itself when they do not fit)."""
+def estimate_s(check: Check, name: str) -> float:
+    """The seconds a whole section is expected to take (Sizes' figures; the slice's from
+    the bench's measured epoch when there is one)."""
     sizes = check.options.sizes
     if name == "correctness":
         return sizes.correctness_s
     if name == "bench":
-        return 2 * sizes.measurement_s
+        return sizes.measurement_s * len(bench_plan(bench_settings(check.options), sizes))
     if name == "profile":
         return sizes.profile_s
     plan = slice_plan(check)
     return slice_estimate_s(plan, plan["epochs"])
 
 
+def needs_s(check: Check, name: str) -> float:
+    """The seconds a section needs to start: its estimate, except the bench's, which is
+    its first two measurements (it skips the others itself when they do not fit)."""
+    if name == "bench":
+        return 2 * check.options.sizes.measurement_s
+    if name == "paper_slice":  # at its fewest epochs
+        plan = slice_plan(check)
+        return slice_estimate_s(plan, min(plan["epochs"], check.options.sizes.slice_min_epochs))
+    return estimate_s(check, name)
+
+
 def reserve_s(check: Check, name: str) -> float:
-    """What the selected sections after `name` need: a section plans its own parts to leave
-    them that much."""
+    """What the selected sections after `name` need to start: a section plans its own
+    parts to leave them that much."""
     later = [n for n in SECTIONS[SECTIONS.index(name) + 1:] if n in check.options.sections]
-    sizes = check.options.sizes
-    minimal = {"correctness": sizes.correctness_s, "bench": 2 * sizes.measurement_s,
-               "profile": sizes.profile_s,
-               "paper_slice": sizes.job_start_s + sizes.slice_min_epochs * sizes.slice_epoch_s}
-    return sum(minimal[n] for n in later)
+    return sum(needs_s(check, n) for n in later)
 
 
 # -- running one section -----------------------------------------------------------------------
@@ -578,7 +586,7 @@ def profile_stack(config: Any, runs: int, options: Options) -> tuple[dict[str, A
         wall_us = (time.perf_counter() - started) * 1e6
     figures = {"runs": runs, "ms_per_step": round(step_ms, 3),
                "train_images_per_s": round(runs * state.plan.batch_size / step_ms * 1000),
-               **event_counts(list(prof.events()), count, wall_us)}
+               **event_counts(list(prof.events()), count, wall_us, step_ms * 1000)}
     sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return figures, prof.key_averages().table(sort_by=sort_by, row_limit=15)
 
@@ -596,10 +604,12 @@ def run_steps(state: Any, weight: Any, first: int, count: int) -> None:
         torch.cuda.synchronize(state.device)
 
 
-def event_counts(events: Sequence[Any], steps: int, wall_us: float) -> dict[str, Any]:
+def event_counts(events: Sequence[Any], steps: int, wall_us: float, step_us: float
+                 ) -> dict[str, Any]:
     """Per step: the device's kernels and memory copies/sets, and the outermost aten ops
-    (what Python dispatched); the share of the wall time some device work was running
-    (the union of their intervals; None on the CPU)."""
+    (what Python dispatched); the GPU's busy share: device work per step (the union of
+    its intervals) over the step's time unprofiled (`step_us`: the profiler slows the
+    host, not the kernels it times). Device figures are None on the CPU."""
     from torch.autograd import DeviceType
 
     on_device = [e for e in events if e.device_type == DeviceType.CUDA]
@@ -607,10 +617,14 @@ def event_counts(events: Sequence[Any], steps: int, wall_us: float) -> dict[str,
     aten = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")
             and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))]
     busy_us = union_us([(e.time_range.start, e.time_range.end) for e in on_device])
-    return {"kernels_per_step": (len(on_device) - len(copies)) / steps,
-            "copies_per_step": len(copies) / steps,
-            "aten_ops_per_step": len(aten) / steps,
-            "gpu_busy_fraction": round(busy_us / wall_us, 4) if on_device else None,
+    device_figures: dict[str, float | None] = {
+        "kernels_per_step": (len(on_device) - len(copies)) / steps,
+        "copies_per_step": len(copies) / steps,
+        "gpu_busy_fraction": round(min(1.0, busy_us / steps / step_us), 4),
+        "gpu_busy_fraction_profiled": round(busy_us / wall_us, 4)}
+    if not on_device:  # the CPU: no device work to count
+        device_figures = dict.fromkeys(device_figures)
+    return {**device_figures, "aten_ops_per_step": len(aten) / steps,
             "profiled_ms_per_step": round(wall_us / steps / 1000, 3)}
 
 
@@ -962,16 +976,24 @@ def _render_profile(result: dict[str, Any]) -> list[str]:
              "aten ops / step | profiled ms / step | top ops |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for runs, s in result["stacks"].items():
-        busy = "n/a" if s["gpu_busy_fraction"] is None else f"{s['gpu_busy_fraction']:.0%}"
         lines.append(f"| {runs} | {s['ms_per_step']:.2f} | {s['train_images_per_s']:,} | "
-                     f"{s['kernels_per_step']:.0f} | {s['copies_per_step']:.1f} | {busy} | "
+                     f"{_figure(s['kernels_per_step'], '.0f')} | "
+                     f"{_figure(s['copies_per_step'], '.1f')} | "
+                     f"{_figure(s['gpu_busy_fraction'], '.0%')} | "
                      f"{s['aten_ops_per_step']:.0f} | {s['profiled_ms_per_step']:.2f} | "
                      f"`{s['table']}` |")
     return lines
 
 
+def _figure(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _render_slice(result: dict[str, Any]) -> list[str]:
     plan = result.get("plan", {})
+    if "grid" not in result:  # it ended before it started training
+        return [f"Planned: {plan.get('workers')} worker(s) x stack {plan.get('stack')}, "
+                f"{plan.get('epochs')} epochs, from {plan.get('config_source')}."]
     lines = [f"Grid {result.get('grid')}, profile {result.get('profile')} cut to the first "
              f"{result.get('epochs')} epochs (`--set train.epochs=N`), seeds "
              f"{result.get('seeds')}, variants {result.get('variants')}; "

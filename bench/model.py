@@ -79,6 +79,19 @@ def _max_pool(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, stride=2, padding=1)
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in channels-last memory, one channel included. For C = 1 both layouts fit
+    the same strides, and `.contiguous(memory_format=channels_last)` keeps NCHW's; oneDNN then
+    gives conv1 an NCHW output, which `_max_pool` converts, at a copy forward and another in
+    backward: 4.6 ms of a 15.6 ms CPU step (bench/roofline.py). With channels-last strides
+    spelled out, conv1's output is channels-last too. The values are the same."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[1] == 1:
+        height, width = x.shape[-2:]
+        x = x.as_strided(x.shape, (height * width, 1, width, 1))
+    return x
+
+
 def _activation(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     if config.activation == "leaky_relu":
         return F.leaky_relu(x, config.leaky_slope)
@@ -153,7 +166,7 @@ def network(params: Params, config: ModelConfig, images: torch.Tensor,
         images = images + config.input_noise_std * noise
     # Runs become channel groups: (R, B, 1, H, W) -> (B, R*1, H, W).
     # Channels-last throughout: oneDNN's NHWC convolutions and the pools run faster on it.
-    x = images.transpose(0, 1).flatten(1, 2).contiguous(memory_format=torch.channels_last)
+    x = _channels_last(images.transpose(0, 1).flatten(1, 2))
     x = F.conv2d(x, _conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1,
                  groups=runs)
     x = _activation(config, _max_pool(x))

@@ -19,7 +19,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("orchestration", ("bench.store", "bench.journal", "bench.identity", "bench.queue",
                        "bench.pool", "bench.progress", "bench.runner", "bench.search")),
     ("reports", ("reports",)),
-    ("tools", ("bench.cli", "bench.speed", "bench.naive", "bench.adaptive", "bench.api", "bench")),
+    ("tools", ("bench.cli", "bench.speed", "bench.naive", "bench.adaptive", "bench.api",
+               "bench.gpucheck", "bench")),
 ]
 PACKAGES = ("methods", "bench", "ablations", "reports")
 
