@@ -174,6 +174,11 @@ class TrainConfig:
     # network, and CUDA graphs of it (CUDA only; implies compile).
     compile: bool = False
     cuda_graphs: bool = False
+    # The whole step (forward, losses, backward, Adam, the method's updates) as one CUDA
+    # graph per epoch, randomness drawn outside it (bench.graphed); on the CPU the same
+    # static-buffer step runs eagerly. Excludes compile and cuda_graphs (those graph the
+    # network alone).
+    step_graph: bool = False
     # Which images each batch holds (bench.sampling): a plain shuffle of all of them (the
     # blog), `labeled_per_batch` labeled ones in every batch (mean teacher's sampler), or the
     # labeled ones alone (the classic supervised baseline).
@@ -193,6 +198,9 @@ class TrainConfig:
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
                "train.beta1 and train.beta2 must be in [0, 1)")
+        _check(not (self.step_graph and (self.compile or self.cuda_graphs)),
+               "train.step_graph captures the whole step itself; drop train.compile and "
+               "train.cuda_graphs, which compile the network alone")
 
 
 # Fields added after the first stores were written, with the value that computes what the
@@ -200,7 +208,7 @@ class TrainConfig:
 LATER_FIELDS: dict[tuple[str, str], object] = {
     ("train", "precision"): "fp32", ("train", "compile"): False, ("train", "cuda_graphs"): False,
     ("train", "batches"): "all", ("train", "labeled_per_batch"): 10,
-    ("train", "steps_per_epoch"): None}
+    ("train", "steps_per_epoch"): None, ("train", "step_graph"): False}
 
 # Methods renamed after stores were written: the run id hashes the old name, so stored
 # cells keep their ids. `supervised` meant the SSL pipeline with the consistency term

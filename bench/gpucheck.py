@@ -552,7 +552,7 @@ def child_profile(options: Options, deadline: float, partial: SectionFile) -> di
     for runs in sizes.profile_stacks:
         _log(f"profile: stack of {runs} ...")
         figures, table = profile_stack(config, runs, options)
-        (options.out / f"profile-stack{runs}.txt").write_text(table)
+        write_text_atomic(options.out / f"profile-stack{runs}.txt", table)
         result["stacks"][str(runs)] = {**figures, "table": f"profile-stack{runs}.txt"}
         partial.write("running", result)
     return result

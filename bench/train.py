@@ -37,6 +37,7 @@ from sslbench.bench.compiled import network_for
 from sslbench.bench.config import RunConfig
 from sslbench.bench.data import PreparedData, prepare
 from sslbench.bench.errors import DivergedError, UserError
+from sslbench.bench.graphed import GraphedStep
 from sslbench.bench.model import NetworkFn, Params, augment, forward, init_params, predict
 from sslbench.bench.precision import pass_context, resolve
 from sslbench.bench.sampling import BatchPlan, batch_plan, epoch_order
@@ -132,6 +133,7 @@ class TrainState:
     step: int = 0
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # per epoch, per run
     shared: dict[str, list[float]] = field(default_factory=dict)  # per epoch, the stack's
+    graphed: GraphedStep | None = None  # the step as a CUDA graph (train.step_graph)
 
     @property
     def runs(self) -> int:
@@ -144,8 +146,10 @@ def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
     runs, cfg_train = len(seeds), config.train
     params = init_params(config.model, data.num_classes, int(data.train_images.shape[-1]),
                          [generator(s, "init") for s in seeds], device)
+    # capturable: Adam's step count on the device, as a CUDA graph of the step needs.
     optimizer = torch.optim.Adam(params.values(), lr=cfg_train.lr,
-                                 betas=(cfg_train.beta1, cfg_train.beta2))
+                                 betas=(cfg_train.beta1, cfg_train.beta2),
+                                 capturable=cfg_train.step_graph and device.type == "cuda")
     method = get_method(config.method.name)(MethodContext(
         config=config.method, num_runs=runs, num_train=data.num_train,
         num_classes=data.num_classes, num_labels=config.data.num_labels, device=device,
@@ -153,7 +157,7 @@ def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
     generators = {"order": [generator(s, "order") for s in seeds],
                   **{stream: [generator(s, stream, device) for s in seeds]
                      for stream in ("noise", "dropout", "augment")}}
-    return TrainState(
+    state = TrainState(
         config=config, seeds=list(seeds), device=device, data=data,
         plan=batch_plan(cfg_train, data.num_train, config.data.num_labels),
         precision=resolve(cfg_train.precision, device),
@@ -162,6 +166,9 @@ def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
         sums=torch.zeros(3, runs, device=device),
         curves={k: [] for k in (*CURVE_KEYS, "val_accuracy")},
         shared={k: [] for k in SHARED_KEYS})
+    if cfg_train.step_graph:
+        state.graphed = GraphedStep(state)
+    return state
 
 
 def start_epoch(state: TrainState) -> None:
@@ -183,6 +190,8 @@ def train_step(state: TrainState, indices: torch.Tensor, weight: torch.Tensor,
                epoch: int) -> StepLosses:
     """One optimizer step of every run on its batch `indices` (R, B), unsupervised term
     weighted by `weight` (a device scalar: no sync in the step)."""
+    if state.graphed is not None:  # the same step from static buffers (bench.graphed)
+        return state.graphed(indices, weight, epoch)
     data, cfg_data, cfg_model = state.data, state.config.data, state.config.model
     images = data.train_images[indices]
     augmented = cfg_data.translate_px > 0 or cfg_data.hflip
@@ -265,6 +274,8 @@ def load_state_dict(state: TrainState, saved: dict[str, Any]) -> None:
     state.curves, state.shared = saved["curves"], saved["shared"]
     state.epoch, state.step = int(saved["epoch"]), int(saved["step"])
     state.order, state.sums = saved["order"], saved["sums"].to(state.device)
+    if state.graphed is not None:  # new tensors (Adam's state, sums): capture again
+        state.graphed = GraphedStep(state)
 
 
 def train_until_stopped(config: RunConfig, seeds: Sequence[int], *, device: torch.device,

@@ -93,8 +93,12 @@ class Method:
     # the run id. Its __post_init__ checks values and raises ValueError with a one-line
     # message naming the key (`method.<field> must be ...`). Epoch lengths: EPOCH_LENGTH.
     Options: ClassVar[type[Any]] = NoOptions
-    # One line for `--help` and `sslbench run --list`.
+    # One line for `--help`.
     description: ClassVar[str] = ""
+    # Forward passes per step: the one the trainer makes, plus each `batch.forward` call
+    # (Pi-model's and mean teacher's second pass). A whole-step CUDA graph (train.step_graph)
+    # draws every pass's randomness before the step, so it must know how many there are.
+    forward_passes: ClassVar[int] = 1
 
     def __init__(self, context: MethodContext) -> None:
         self.context = context

@@ -37,6 +37,7 @@ class MeanTeacher(Method):
     Options = MeanTeacherOptions
     description = "the target is a teacher, a moving average of the student (Tarvainen & Valpola)"
     options: MeanTeacherOptions
+    forward_passes = 2  # the student's and the teacher's
 
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)

@@ -19,6 +19,7 @@ from sslbench.methods.registry import register
 @register("pi_model")
 class PiModel(Method):
     description = "two noisy passes of each batch pulled together (Laine & Aila)"
+    forward_passes = 2
     default_overrides: ClassVar[dict[str, Any]] = {"method.w_max": 100.0}
 
     def losses(self, logits: torch.Tensor, batch: Batch, epoch: int) -> StepLosses:

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslbench.bench.checkpoint import CheckpointPolicy, Interrupted
+from sslbench.bench.checkpoint import CheckpointPolicy
 from sslbench.bench.checkpoint import load as load_checkpoint
 from sslbench.bench.checkpoint import save as save_checkpoint
 from sslbench.bench.config import RunConfig, with_overrides
 from sslbench.bench.data import PreparedData, prepare
+from sslbench.bench.errors import Interrupted
 from sslbench.bench.gpucheck import TEST_DEVICE_ENV
 from sslbench.bench.model import forward, predict
 from sslbench.bench.precision import native_bf16

@@ -14,13 +14,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("bench.errors", "bench.config", "bench.datasets", "bench.data", "bench.model",
               "bench.seeds", "bench.precision", "bench.checkpoint", "bench.sampling",
               "bench.allocator", "bench.compiled", "bench.train", "bench.record",
-              "bench.throughput", "bench.files", "bench.schema", "bench.plugins")),
+              "bench.throughput", "bench.files", "bench.schema", "bench.plugins",
+              "bench.graphed")),
     ("grids", ("ablations",)),
     ("orchestration", ("bench.store", "bench.journal", "bench.identity", "bench.queue",
                        "bench.pool", "bench.progress", "bench.runner", "bench.search")),
     ("reports", ("reports",)),
     ("tools", ("bench.cli", "bench.speed", "bench.naive", "bench.adaptive", "bench.api",
-               "bench.gpucheck", "bench")),
+               "bench.gpucheck", "bench.roofline", "bench")),
 ]
 PACKAGES = ("methods", "bench", "ablations", "reports")
 
