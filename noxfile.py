@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, ablations, report, search, bench.
+"""nox sessions: tests, lint, ablations, report, search, bench, gpu.
 
 All sessions share one virtual environment, `.venv`, created and filled on first use:
 torch alone is several GB, so one install serves every session. It is refreshed when
@@ -9,6 +9,7 @@ pyproject.toml changes.
     nox -s report -- --grid mnist100 --profile quick
     nox -s search -- --space supervised --trials 30   # search, then best vs defaults
     nox -s bench                          # micro-benchmarks, then naive vs harness
+    nox -s gpu                            # on a GPU machine: one call, ~8 min, a folder to commit
     nox -s tests
     nox -s lint
 """
@@ -150,6 +151,17 @@ def bench(session: nox.Session) -> None:
          "--benchmark-json", "report/bench/micro.json")
     _run(session, "sslbench", "bench", "--out", "report/bench", *session.posargs)
     _run(session, "python", "-m", "sslbench.bench.roofline", "--out", "report/bench")
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The one-call GPU check, `sslbench gpucheck` (posargs go to it): the cuda tests, the
+    bench on 60,000 images, a profile of train_step and a timed paper slice, within
+    --budget-s (default 480 s), into reports/results/gpu-DEVICE/. On a CPU:
+    `nox -s gpu -- --device cpu --tiny` (about a minute; CI runs it)."""
+    _venv(session)
+    _run(session, "sslbench", "data", "fetch")
+    _run(session, "sslbench", "gpucheck", *session.posargs)
 
 
 @nox.session

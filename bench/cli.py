@@ -360,6 +360,7 @@ COMMAND_HELP = {
     "plan": "seeds and hours each comparison needs, before the compute is spent",
     "export": "write a store's runs and per-epoch curves as CSV (and Parquet) for pandas",
     "bench": "measured throughput: the blog's naive pipeline vs the harness",
+    "gpucheck": "the one-call GPU check: cuda tests, bench, profile, a timed paper slice",
 }
 
 
@@ -579,9 +580,10 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
                                                                 "one per CPU core)")
     plan.set_defaults(func=cmd_plan)
 
-    from sslbench.bench import speed
+    from sslbench.bench import gpucheck, speed
 
     speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
+    gpucheck.add_parser(commands)  # `sslbench gpucheck`: the one-call GPU check (nox -s gpu)
     _debug_anywhere([fetch, *commands.choices.values()])
     for sub in (fetch, *commands.choices.values()):
         plugin_flag(sub)

@@ -56,7 +56,8 @@ SECTIONS = ("correctness", "bench", "profile", "paper_slice")
 DEFAULT_BUDGET_S = 480.0  # about 8 of the 15 minutes a GPU machine is lent, start-up included
 TEST_DEVICE_ENV = "SSLBENCH_TEST_DEVICE"  # the device tests/test_cuda.py runs on
 REPO = Path(__file__).resolve().parent.parent  # a source checkout: tests/ sits beside bench/
-CUDA_TESTS = Path("tests") / "test_cuda.py"
+# The cuda-marked tests: the engine on the device, and the whole-step CUDA graph.
+CUDA_TESTS = (Path("tests") / "test_cuda.py", Path("tests") / "test_step_graph.py")
 SCHEMA = "sslbench-gpucheck/1"
 GRID = "mnist100"
 METHOD = "temporal_ensembling"
@@ -357,12 +358,13 @@ def child_flags(options: Options) -> list[str]:
 
 def run_correctness(check: Check) -> dict[str, Any]:
     options = check.options
-    if not (REPO / CUDA_TESTS).is_file():
-        return {"status": "failed", "error": f"{REPO / CUDA_TESTS} not found: the tests run "
+    missing = [str(REPO / t) for t in CUDA_TESTS if not (REPO / t).is_file()]
+    if missing:
+        return {"status": "failed", "error": f"{', '.join(missing)} not found: the tests run "
                                              f"from a source checkout of sslbench"}
     junit = options.out / "correctness-junit.xml"
     junit.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pytest", str(CUDA_TESTS), "-m", "cuda", "-q",
+    command = [sys.executable, "-m", "pytest", *map(str, CUDA_TESTS), "-m", "cuda", "-q",
                "-p", "no:cacheprovider", f"--junitxml={junit}"]
     env = {TEST_DEVICE_ENV: options.device, "SSLBENCH_DATA": str(options.root)}
     finished = run_logged(command, options.out / "logs" / "correctness.log", check.left_s(), env)
@@ -935,7 +937,7 @@ def render_summary(doc: dict[str, Any]) -> str:
 
 
 def _render_correctness(result: dict[str, Any]) -> list[str]:
-    lines = [f"`pytest -m cuda {CUDA_TESTS}` on `{result.get('device')}`: "
+    lines = [f"`pytest -m cuda {' '.join(map(str, CUDA_TESTS))}` on `{result.get('device')}`: "
              f"{_count_line(result['counts'])}.", "", "| test | outcome | s | message |",
              "|---|---|---:|---|"]
     lines += [f"| {t['test']} | {t['outcome']} | {t['seconds']} | "

@@ -142,7 +142,10 @@ def step_profile(data_root: Path) -> dict[str, Any]:
 
 
 def measure(data_root: Path) -> dict[str, Any]:
+    from sslbench.bench.allocator import keep_freed_memory
+
     torch.set_num_threads(1)
+    keep_freed_memory()  # as every training process does (bench.train.train_stack)
     return {
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": 1,

@@ -81,7 +81,7 @@ def test_the_step_is_pure_and_its_buffers_stay_put(data_root):
 
 
 def test_step_graph_excludes_the_network_only_compilers():
-    with pytest.raises(ConfigError, match="train.step_graph captures the whole step"):
+    with pytest.raises(ConfigError, match=r"train\.step_graph captures the whole step"):
         with_overrides(RunConfig(), {"train.step_graph": "true", "train.compile": "true"})
     assert (with_overrides(RunConfig(), {"train.step_graph": "false"}).config_hash()
             == RunConfig().config_hash())  # added later: off keeps every stored run id
