@@ -463,6 +463,14 @@ def bench_plan(settings: Any, sizes: Sizes) -> list[Planned]:
             f"{processes} processes at once sharing the device, {each} stacked runs each", each,
             [harness(range(p * each, (p + 1) * each)) for p in range(processes)],
             grid_config=(processes, each)))
+    # The whole step as one CUDA graph per epoch (train.step_graph; eager from static buffers
+    # on the CPU). Measured, not yet chosen for the slice: the slice runs the grid as stored.
+    graphed = {**config, "train": {**config["train"], "step_graph": True}}
+    planned.append(Planned(
+        f"stack{stack} step_graph", f"train_stack, {stack} runs, the whole step as one CUDA "
+        f"graph (train.step_graph)", stack,
+        [speed.Job("harness", graphed, tuple(range(stack)), settings.device, settings.data_root)],
+        grid_config=None))
     for more in sizes.bench_more_stacks:
         planned.append(Planned(f"stack{more}", f"train_stack, {more} runs as one stacked model",
                                more, [harness(range(more))], grid_config=(1, more)))

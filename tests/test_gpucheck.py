@@ -47,12 +47,17 @@ def test_the_tiny_check_runs_every_section_and_reports_consistent_figures(tmp_pa
     assert correctness["counts"]["failed"] == correctness["counts"]["error"] == 0
     assert correctness["counts"]["passed"] >= 6
     skipped = [t for t in correctness["tests"] if t["outcome"] == "skipped"]
-    assert [t["test"] for t in skipped] == ["test_cuda_graphs_give_the_eager_losses"]
+    # CUDA only: the network's CUDA graphs, and the whole step's replayed graph.
+    assert [t["test"] for t in skipped] == [
+        "test_cuda_graphs_give_the_eager_losses",
+        "test_the_replayed_graph_gives_the_eager_losses_on_cuda[temporal_ensembling]",
+        "test_the_replayed_graph_gives_the_eager_losses_on_cuda[mean_teacher]"]
     assert "CUDA graphs need a CUDA device" in skipped[0]["message"]
 
     bench = sections["bench"]["result"]
     measured = bench["measurements"]
-    assert set(measured) == {"harness", "stack2", "2 procs x stack1", "naive"}
+    assert set(measured) == {"harness", "stack2", "2 procs x stack1", "stack2 step_graph",
+                             "naive"}
     for name, m in measured.items():
         assert math.isfinite(m["images_per_s"]) and m["images_per_s"] > 0, name
         assert len(m["per_process"]) == m["processes"]
