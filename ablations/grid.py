@@ -40,7 +40,6 @@ class Grid:
     description: str
     variants: tuple[Variant, ...]
     control: str = "control"
-    default_seeds: int = 5
     # The comparisons that form the grid's question (variant names); Holm adjusts over
     # these. Other compared variants are reference checks, each tested at alpha alone.
     # None: every compared variant is in the family.
