@@ -236,11 +236,14 @@ def test_ablate_list_shows_the_grids():
     result = sslbench("ablate", "--list")
     assert result.returncode == 0
     listed: dict[str, list[str]] = {}  # grid -> its variants, in the order listed
-    for line in result.stdout.splitlines():
+    lines = result.stdout.splitlines()
+    for line, previous in zip(lines, ["", *lines], strict=False):
         if not line.startswith(" "):
             listed[line.split(":")[0]] = []
-        else:
+        elif previous.startswith(" "):  # the first indented line is the columns' header
             listed[list(listed)[-1]].append(line.split()[0])
+        else:
+            assert line.split()[:2] == ["variant", "method"], line
     assert list(listed) == grid_names()
     for name, variants in listed.items():
         assert variants == [v.name for v in get_grid(name).variants], name
