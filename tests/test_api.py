@@ -145,3 +145,22 @@ def test_ablate_list_shows_baselines_and_overrides_aligned():
     assert prob[columns[0]:].startswith("temporal_ensembling")  # aligned under its header
     assert prob[columns[1]:columns[2]].strip() == "control"
     assert prob[columns[2]:].startswith("method.ensemble_target=prob")
+
+
+def test_run_grid_fills_a_store_that_load_store_reads_back(tmp_path, data_root):
+    """The notebook's round trip: a grid into a new store, then its tables."""
+    url = f"sqlite:///{tmp_path / 'nb.db'}"
+    outcome = api.run_grid("mnist100", "smoke", seeds=[0], storage=url,
+                           variants=["control", "ramp_none"], data_root=data_root,
+                           overrides={"train.epochs": "1", "data.train_size": "500",
+                                      "data.test_size": "200"}, device="cpu")
+    assert sorted(outcome.finished) == ["control/seed0", "ramp_none/seed0"]
+    assert outcome.failed == [] and not outcome.stopped
+    runs, curves = api.load_store(url)
+    assert sorted(runs.variant) == ["control", "ramp_none"] and set(runs.state) == {"COMPLETE"}
+    assert len(curves) == 2 and set(curves.epoch) == {1}
+    again = api.run_grid("mnist100", "smoke", seeds=[0], storage=url,
+                         variants=["control", "ramp_none"], data_root=data_root,
+                         overrides={"train.epochs": "1", "data.train_size": "500",
+                                    "data.test_size": "200"}, device="cpu")
+    assert again.finished == [] and again.already_done == 2  # a store never trains twice
