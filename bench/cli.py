@@ -630,10 +630,13 @@ def seed_list(text: str) -> list[int]:
 def _early_flags(argv: Sequence[str]) -> tuple[list[str], bool]:
     """`--plugin` values and `--debug`, wherever they are, before the parser is built: the
     plugins' methods and grids must be in the parser's lists."""
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     early.add_argument("--plugin", action="append", default=[])
     early.add_argument("--debug", action="store_true")
-    known, _ = early.parse_known_args(argv)
+    try:
+        known, _ = early.parse_known_args(argv)
+    except argparse.ArgumentError:  # `--plugin` without a value: the full parser says so
+        return [], "--debug" in argv
     return known.plugin, known.debug
 
 
