@@ -40,7 +40,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sslbench.bench.store import CellRun, RunStore, host_name, writing
+from sslbench.bench.store import CellRun, RunStore, host_name, when_not_busy, writing
 
 # Heartbeats of running cells and trials: written every HEARTBEAT_S seconds; an owner
 # silent for longer than the grace period is taken for dead and its work is retried.
@@ -94,7 +94,8 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
     name = f"{claim_prefix(store.storage.get_study_name_from_id(study_id))}{cell}:{run_id}:" \
            f"{len(attempts)}"
     try:
-        claim_id = store.storage.create_new_study([StudyDirection.MAXIMIZE], name)
+        claim_id = when_not_busy(
+            lambda: store.storage.create_new_study([StudyDirection.MAXIMIZE], name))
     except optuna.exceptions.DuplicatedStudyError:
         return None
     try:
@@ -108,12 +109,13 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
                                datetime_start=dt.datetime.now(), datetime_complete=None,
                                params={}, distributions={}, user_attrs=attrs,
                                system_attrs={}, intermediate_values={}, trial_id=0)
-        return store.storage.create_new_trial(study_id, template_trial=template)
+        return when_not_busy(
+            lambda: store.storage.create_new_trial(study_id, template_trial=template))
     finally:
-        # It has done its job. Deleting is tidiness, not safety: on a SQLite file busy with
-        # other runners the delete may fail, and tidy_claims removes the claim later.
+        # It has done its job. Deleting is tidiness, not safety: should it still fail, a
+        # claim whose attempt exists is removed later by tidy_claims.
         with contextlib.suppress(Exception):
-            store.storage.delete_study(claim_id)
+            when_not_busy(lambda: store.storage.delete_study(claim_id))
 
 
 def _attempts(store: RunStore, study_id: int, cell: str, run_id: str) -> list[CellRun]:

@@ -20,13 +20,15 @@ whose owner is gone and settles their results; this module reads and writes the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import random
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -153,6 +155,36 @@ def open_storage(url: str, create: bool = True) -> BaseStorage:
                          f"that the database is reachable") from error
 
 
+T = TypeVar("T")
+BUSY_RETRIES = 8  # waits of 0.05 s doubling with jitter: up to about 20 s in all
+
+
+def is_busy(error: BaseException) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY), as SQLAlchemy or Optuna (which wraps it
+    as "An exception is raised during the commit") raise it."""
+    cause = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) \
+        else error
+    return isinstance(cause, sqlalchemy.exc.OperationalError) and "locked" in str(cause)
+
+
+def when_not_busy(write: Callable[[], T]) -> T:
+    """Run one store write, again after a short wait while SQLite says the file is busy.
+
+    SQLite waits out another writer's lock (the busy timeout, 60 s), except when a
+    transaction that has read must upgrade its lock while another runner holds the write
+    lock: then it refuses at once, to avoid a deadlock. Runners starting together on a fresh
+    file met it while claiming their first cell. The refused transaction was rolled back, so
+    the write is safe to repeat. Other errors pass through at once."""
+    for attempt in range(BUSY_RETRIES):
+        try:
+            return write()
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+            if not is_busy(error) or attempt == BUSY_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def writing(url: str, what: str) -> Iterator[None]:
     """Turn a failed store write (a full disk, a read-only file or folder, a lost server)
@@ -189,11 +221,13 @@ class RunStore:
             study_id = self.storage.get_study_id_from_name(name)
         except KeyError:
             try:
-                study_id = self.storage.create_new_study([StudyDirection.MAXIMIZE], name)
+                study_id = when_not_busy(
+                    lambda: self.storage.create_new_study([StudyDirection.MAXIMIZE], name))
             except optuna.exceptions.DuplicatedStudyError:
                 study_id = self.storage.get_study_id_from_name(name)
             for key, value in (attrs or {}).items():
-                self.storage.set_study_user_attr(study_id, key, value)
+                when_not_busy(functools.partial(self.storage.set_study_user_attr, study_id,
+                                                key, value))
         return study_id
 
     def find_study(self, name: str) -> int | None:
@@ -208,7 +242,8 @@ class RunStore:
     # -- cells (bench.queue claims, reaps and settles them) ---------------------------
     def beat(self, trial_id: int) -> None:
         """A sign of life for a running cell or trial."""
-        self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+        when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "heartbeat",
+                                                               time.time()))
 
     def finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
         """Store the record; False if the attempt had already ended: another runner
@@ -218,9 +253,9 @@ class RunStore:
 
     def _finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
         try:
-            self.storage.set_trial_user_attr(trial_id, "record", record)
-            self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE,
-                                                [record["metrics"]["final_test_accuracy"]])
+            when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "record", record))
+            when_not_busy(lambda: self.storage.set_trial_state_values(
+                trial_id, TrialState.COMPLETE, [record["metrics"]["final_test_accuracy"]]))
         except UpdateFinishedTrialError:
             return False
         return True
@@ -233,9 +268,12 @@ class RunStore:
 
     def _fail_cell(self, trial_id: int, reason: str, kind: str) -> bool:
         try:
-            self.storage.set_trial_user_attr(trial_id, "failure", reason[-4000:])
-            self.storage.set_trial_user_attr(trial_id, "failure_kind", kind)
-            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "failure",
+                                                                   reason[-4000:]))
+            when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "failure_kind",
+                                                                   kind))
+            when_not_busy(lambda: self.storage.set_trial_state_values(trial_id,
+                                                                      TrialState.FAIL))
         except UpdateFinishedTrialError:
             return False
         return True

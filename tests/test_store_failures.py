@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from sslbench.bench.progress import Progress
 from sslbench.bench.queue import claim_cell
 from sslbench.bench.store import RunStore, grid_study_name, host_name
@@ -122,3 +124,45 @@ def test_spent_claims_of_older_versions_are_tidied_and_pending_ones_kept(tmp_pat
     assert tidy_claims(store, study) == 2
     assert sorted(store.study_names()) == sorted([grid_study_name("mnist100", "smoke"), pending,
                                                   "claim:grid:other:smoke:control/seed0:0"])
+
+
+def test_a_busy_sqlite_file_is_waited_out_and_other_errors_are_not(tmp_path):
+    """A write that SQLite refuses at once as busy (here: another connection holds the
+    file's exclusive lock and the busy timeout is 0) is repeated until the lock is gone;
+    any other error is raised at once."""
+    import sqlite3
+    import threading
+
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.study import StudyDirection
+
+    from sslbench.bench.store import is_busy, when_not_busy
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0}})
+    holder = sqlite3.connect(tmp_path / "busy.db", isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+
+    def create() -> int:
+        return storage.create_new_study([StudyDirection.MAXIMIZE], "waited")
+
+    with pytest.raises(optuna.exceptions.StorageInternalError) as refused:
+        create()
+    assert is_busy(refused.value)
+    threading.Timer(0.4, lambda: holder.execute("COMMIT")).start()
+    started = time.monotonic()
+    study_id = when_not_busy(create)  # refused while the lock is held, then made
+    assert time.monotonic() - started >= 0.3
+    assert storage.get_study_name_from_id(study_id) == "waited"
+
+    calls = []
+
+    def duplicate() -> int:
+        calls.append(1)
+        return create()
+
+    with pytest.raises(optuna.exceptions.DuplicatedStudyError):
+        when_not_busy(duplicate)
+    assert len(calls) == 1  # not a busy file: no second try
