@@ -74,7 +74,11 @@ class GraphedStep:
             drawn.noise.append(noise)
             drawn.keep.append(keep)
         if self.static is None:
-            self.static = drawn  # the first step's tensors become the buffers
+            # The first step's tensors become the buffers; indices and weight are the
+            # caller's (a batch's indices are a view of the epoch's order), so they are
+            # copied first: refilling must never write into the order.
+            drawn.indices, drawn.weight = indices.clone(), weight.clone()
+            self.static = drawn
             return
         with torch.no_grad():
             for mine, new in ((self.static.indices, indices), (self.static.weight, weight)):

@@ -13,6 +13,7 @@ the environment (PLUGINS_ENV), which spawned workers and child commands inherit.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -30,9 +31,11 @@ _loaded: set[str] = set()
 
 
 def _import_file(path: Path) -> None:
-    # A name of its own per file, so that two plugins named the same never collide, and
-    # registered in sys.modules first, as an import would (dataclasses look it up there).
-    name = f"sslbench_plugin_{abs(hash(str(path))):x}_{path.stem}"
+    # A name of its own per file (the same in every process: str hashes are salted), so
+    # that two plugins named the same never collide, and registered in sys.modules first,
+    # as an import would (dataclasses look it up there).
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    name = f"sslbench_plugin_{digest}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UserError(f"--plugin {path}: not a Python file; give a .py file or a module name")

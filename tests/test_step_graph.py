@@ -53,6 +53,9 @@ def test_the_static_buffer_step_is_train_step_exactly_on_cpu(method, extra, data
     for name in plain.params:
         assert torch.equal(plain.params[name], graphed.params[name]), name
     assert torch.equal(plain.sums, graphed.sums)
+    # The static buffers are its own: filling them never writes into the epoch's order
+    # (a batch's indices are a view of it) or anything else of the caller's.
+    assert torch.equal(plain.order, graphed.order)
 
 
 def test_the_step_is_pure_and_its_buffers_stay_put(data_root):
