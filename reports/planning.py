@@ -16,6 +16,7 @@ import math
 import pandas as pd
 from scipy import stats
 
+from sslbench.bench.cost import CPU_CELL_OVERHEAD_S, modeled_run_seconds
 from sslbench.reports.stats import ALPHA, POWER, seeds_needed
 
 PILOT_SEEDS = 3  # seeds per variant of a pilot: the fewest that give an sd with an interval
@@ -65,16 +66,10 @@ def _points(value: float) -> str:
     return f"{value:g} point" + ("" if value == 1 else "s")
 
 
-# Measured on this project's CPU (README, `sslbench bench`): training seconds per image on one
-# core, and evaluation seconds per epoch on the 10,000 test images. Used only for a plan
-# without pilot runs, and said so.
-CPU_SECONDS_PER_IMAGE = 8.7 / 60_000
-CPU_EVAL_SECONDS_PER_EPOCH = 0.5
-
-
 def pilot_hours(cells: int, epochs: int, train_images: int, workers: int) -> float:
-    """Wall hours of `cells` runs on `workers` CPU cores, from the measured speeds."""
-    per_run = epochs * (train_images * CPU_SECONDS_PER_IMAGE + CPU_EVAL_SECONDS_PER_EPOCH)
+    """Wall hours of `cells` runs on `workers` CPU cores, from the measured speeds (the
+    model of bench.cost, which the start line of `sslbench ablate` uses too)."""
+    per_run = modeled_run_seconds(epochs, train_images, None) + CPU_CELL_OVERHEAD_S
     return cells * per_run / workers / 3600
 
 

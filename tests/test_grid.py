@@ -69,6 +69,11 @@ def test_whole_grid_runs_every_cell_once(smoke_grid):
     assert all(r.state == "COMPLETE" for r in runs)
     assert len({r.cell for r in runs}) == len(runs)
     assert "20 run now" in first.stdout
+    # The start line says what the grid will cost before it spends it (bench.cost).
+    start = next(line for line in first.stderr.splitlines() if "cells to run" in line)
+    assert "mnist100/smoke: 20 of 20 cells to run" in start
+    assert "expected about" in start and "20 cells on 2 worker(s)" in start
+    assert "--profile smoke --seeds 2" not in start  # already the short try
     record = runs[0].record
     for key in ("config", "labeled_indices", "curves", "metrics", "throughput", "environment"):
         assert key in record

@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "bench.seeds", "bench.precision", "bench.checkpoint", "bench.sampling",
               "bench.allocator", "bench.compiled", "bench.train", "bench.record",
               "bench.throughput", "bench.files", "bench.schema", "bench.plugins",
-              "bench.graphed")),
+              "bench.graphed", "bench.archives", "bench.cost")),
     ("grids", ("ablations",)),
     ("orchestration", ("bench.store", "bench.journal", "bench.identity", "bench.queue",
                        "bench.pool", "bench.progress", "bench.runner", "bench.search")),
