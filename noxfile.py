@@ -150,7 +150,7 @@ def bench(session: nox.Session) -> None:
     _run(session, "pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider",
          "--benchmark-json", "report/bench/micro.json")
     _run(session, "sslbench", "bench", "--out", "report/bench", *session.posargs)
-    _run(session, "python", "-m", "sslbench.bench.roofline", "--out", "report/bench")
+    _run(session, "python", "-m", "sslbench.bench.measure.roofline", "--out", "report/bench")
 
 
 @nox.session

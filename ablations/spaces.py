@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from sslbench.bench.config import RunConfig, build_config
+from sslbench.bench.core.config import RunConfig, build_config
 from sslbench.bench.errors import ConfigError
 from sslbench.methods.registry import Registry
 

@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sslbench.bench.config import RunConfig, build_config
+from sslbench.bench.core.config import RunConfig, build_config
+from sslbench.bench.core.schema import SCHEMA_VERSION, Record
 from sslbench.bench.plugins import load_plugins
-from sslbench.bench.schema import SCHEMA_VERSION, Record
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sslbench.bench.runner import GridOutcome
+    from sslbench.bench.runs.runner import GridOutcome
 
 __all__ = ["SCHEMA_VERSION", "Record", "RunConfig", "build_config", "load_plugins",
            "load_store", "run_grid", "run_one"]
@@ -35,7 +35,7 @@ __all__ = ["SCHEMA_VERSION", "Record", "RunConfig", "build_config", "load_plugin
 def load_store(storage: str, grid: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, curves) of a store's grids, the tables `sslbench export` writes: one row per
     cell's latest attempt, and one per finished run and epoch. Reads; never creates."""
-    from sslbench.bench.store import RunStore
+    from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.export import export_frames
 
     return export_frames(RunStore(storage, create=False), grid)
@@ -47,9 +47,9 @@ def run_one(config: RunConfig, *, device: str = "auto", data_root: Path | None =
     types it). Nothing is written: save it with json if you want it kept."""
     import torch
 
-    from sslbench.bench.datasets import default_root, get_dataset, verify
-    from sslbench.bench.record import build_record, git_commit
-    from sslbench.bench.train import resolve_device, single_run
+    from sslbench.bench.core.datasets import default_root, get_dataset, verify
+    from sslbench.bench.core.record import build_record, git_commit
+    from sslbench.bench.core.train import resolve_device, single_run
 
     git_commit()  # the code that trains, read before it does
     root = data_root or default_root()
@@ -68,9 +68,9 @@ def run_grid(grid: str, profile: str, seeds: Sequence[int], *, storage: str,
              **options: Any) -> GridOutcome:
     """Run a registered grid's unfinished cells into the store at `storage` (created if
     missing), as `sslbench ablate` does; `options` are bench.runner.run_grid's others."""
-    from sslbench.bench.datasets import default_root
-    from sslbench.bench.runner import run_grid as run_grid_cells
-    from sslbench.bench.store import RunStore
+    from sslbench.bench.core.datasets import default_root
+    from sslbench.bench.runs.runner import run_grid as run_grid_cells
+    from sslbench.bench.store.runstore import RunStore
 
     return run_grid_cells(grid, profile, seeds, store=RunStore(storage), variants=variants,
                           overrides=dict(overrides or {}), workers=workers, device=device,

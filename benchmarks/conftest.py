@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sslbench.bench.allocator import keep_freed_memory
-from sslbench.bench.config import DataConfig
-from sslbench.bench.data import PreparedData, prepare
-from sslbench.bench.datasets import MNIST, default_root, fetch
+from sslbench.bench.core.allocator import keep_freed_memory
+from sslbench.bench.core.config import DataConfig
+from sslbench.bench.core.data import PreparedData, prepare
+from sslbench.bench.core.datasets import MNIST, default_root, fetch
 
 # Runs in the largest stack benchmarked: the data fixture holds labels for this many.
 MAX_STACK = 5

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from sslbench.bench.config import build_config, with_overrides
-from sslbench.bench.data import PreparedData
-from sslbench.bench.model import Params, forward
-from sslbench.bench.precision import pass_context
-from sslbench.bench.seeds import generator
-from sslbench.bench.train import init_state, train_step
+from sslbench.bench.core.config import build_config, with_overrides
+from sslbench.bench.core.data import PreparedData
+from sslbench.bench.core.model import Params, forward
+from sslbench.bench.core.precision import pass_context
+from sslbench.bench.core.seeds import generator
+from sslbench.bench.core.train import init_state, train_step
 from sslbench.methods import Method, MethodContext, StepLosses, method_names
 from sslbench.methods.losses import UNLABELED, softmax_mse, supervised_loss
 from sslbench.methods.temporal_ensembling import TemporalEnsembling

@@ -14,8 +14,8 @@ import pandas as pd
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import Grid, Variant
 from sslbench.bench.errors import ConfigError, UserError
-from sslbench.bench.queue import DEFAULT_GRACE_S, owner_gone
-from sslbench.bench.store import (
+from sslbench.bench.store.queue import DEFAULT_GRACE_S, owner_gone
+from sslbench.bench.store.runstore import (
     CellRun,
     RunStore,
     grid_study_name,
@@ -86,7 +86,7 @@ def _settings_key(config: dict) -> str:
     """A config's identity apart from its seed, as the run ids see it: a config stored before
     a later field existed (train.batches, say) is the same settings as one that holds the
     field at its default (bench.identity.settings_id). Unreadable configs compare raw."""
-    from sslbench.bench.identity import settings_id
+    from sslbench.bench.store.identity import settings_id
 
     return settings_id(config) or json.dumps({k: v for k, v in config.items() if k != "seed"},
                                              sort_keys=True)
@@ -97,7 +97,7 @@ def separate_settings(runs: list[CellRun]) -> list[CellRun]:
     several settings (a store written before cells were checked against their run ids),
     the most common set keeps the variant's name and each other set is shown apart as
     `variant@key=value` (its first differing key)."""
-    from sslbench.bench.identity import differing_keys
+    from sslbench.bench.store.identity import differing_keys
 
     by_variant: dict[str, dict[str, list[CellRun]]] = {}
     for run in runs:

@@ -19,12 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from sslbench.bench.config import config_from_dict
+from sslbench.bench.core.config import config_from_dict
+from sslbench.bench.core.schema import Record
 from sslbench.bench.errors import UserError
 from sslbench.bench.files import check_writable
-from sslbench.bench.identity import SETTINGS_SEPARATOR
-from sslbench.bench.schema import Record
-from sslbench.bench.store import CellRun, RunStore, latest_by_cell
+from sslbench.bench.store.identity import SETTINGS_SEPARATOR
+from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell
 
 GRID_PREFIX = "grid:"  # bench.store.grid_study_name: grid:NAME:PROFILE[@SETTINGS]
 

@@ -16,7 +16,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from sslbench.bench.cost import CPU_CELL_OVERHEAD_S, modeled_run_seconds
+from sslbench.bench.core.cost import CPU_CELL_OVERHEAD_S, modeled_run_seconds
 from sslbench.reports.stats import ALPHA, POWER, seeds_needed
 
 PILOT_SEEDS = 3  # seeds per variant of a pilot: the fewest that give an sd with an interval
@@ -114,7 +114,7 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
     pilot runs the store holds, with the seed budget `ablate --until-decided` would need;
     a recommendation; or, without pilot runs, the pilot to run and its cost."""
     from sslbench.ablations import get_grid
-    from sslbench.bench.config import build_config, get_profile
+    from sslbench.bench.core.config import build_config, get_profile
     from sslbench.reports import tables
     from sslbench.reports.build import _comparisons, load_runs, stored_profiles
     from sslbench.reports.sequential import seeds_for_power

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sslbench.bench.schema import Record
-from sslbench.bench.store import CellRun
+from sslbench.bench.core.schema import Record
+from sslbench.bench.store.runstore import CellRun
 from sslbench.reports.stats import (
     ALPHA,
     DEFAULT_SESOI,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslbench.bench.config import RunConfig, build_config, with_overrides
-from sslbench.bench.datasets import FASHION_MNIST, MNIST, default_root, fetch
+from sslbench.bench.core.config import RunConfig, build_config, with_overrides
+from sslbench.bench.core.datasets import FASHION_MNIST, MNIST, default_root, fetch
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from sslbench.bench import api
-from sslbench.bench.store import RunStore, latest_by_cell
+from sslbench.bench.store.runstore import RunStore, latest_by_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "api.md").read_text()
@@ -105,7 +105,7 @@ def test_export_of_a_store_without_grids_is_one_line_and_creates_nothing(tmp_pat
 def test_top_level_help_imports_no_torch():
     """`sslbench --help` builds the light parser: the engine (and torch) stay unimported.
     Its speed is measured in benchmarks/ (test_help_startup), not timed here."""
-    probe = ("import sys\nfrom sslbench.bench.cli import main\n"
+    probe = ("import sys\nfrom sslbench.bench.cli.main import main\n"
              "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
              "print('torch' in sys.modules, 'sslbench.methods' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

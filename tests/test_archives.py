@@ -1,4 +1,4 @@
-"""Unpacking a fetched tarball (bench/archives.py) on every Python the package accepts.
+"""Unpacking a fetched tarball (bench/core/archives.py) on every Python the package accepts.
 
 Debian 12's Python 3.11.2 has no `extractall(filter=...)`: there the hand-written path runs.
 These tests run that path explicitly whatever Python runs the suite, and the standard
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sslbench.bench.archives import HAS_STDLIB_FILTER, safe_extract
+from sslbench.bench.core.archives import HAS_STDLIB_FILTER, safe_extract
 from sslbench.bench.errors import DataError
 
 PATHS = [pytest.param(False, id="by-hand")] + (

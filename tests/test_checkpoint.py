@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslbench.bench.checkpoint import CheckpointPolicy, Interrupted
+from sslbench.bench.core.checkpoint import CheckpointPolicy, Interrupted
+from sslbench.bench.core.train import single_run, train_stack
 from sslbench.bench.errors import UserError
-from sslbench.bench.train import single_run, train_stack
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslbench.bench.checkpoint import CheckpointPolicy
-from sslbench.bench.datasets import MNIST, raw_dir
-from sslbench.bench.runner import run_grid
-from sslbench.bench.store import RunStore
-from sslbench.bench.train import single_run
+from sslbench.bench.core.checkpoint import CheckpointPolicy
+from sslbench.bench.core.datasets import MNIST, raw_dir
+from sslbench.bench.core.train import single_run
+from sslbench.bench.runs.runner import run_grid
+from sslbench.bench.store.runstore import RunStore
 from tests.conftest import smoke_config
 
 
@@ -298,7 +298,7 @@ def test_run_out_onto_its_own_record_is_done_and_onto_another_is_refused(tmp_pat
 
 
 def test_seeds_take_a_count_a_range_or_a_list_and_one_default_everywhere():
-    from sslbench.bench.cli import DEFAULT_SEEDS, build_parser, seed_list
+    from sslbench.bench.cli.main import DEFAULT_SEEDS, build_parser, seed_list
 
     assert seed_list("3") == [0, 1, 2]
     assert seed_list("5-7") == [5, 6, 7]

@@ -1,6 +1,6 @@
 import pytest
 
-from sslbench.bench.config import (
+from sslbench.bench.core.config import (
     RunConfig,
     apply_profile,
     build_config,
@@ -88,7 +88,7 @@ def test_fields_added_later_keep_existing_run_ids():
     import hashlib
     import json
 
-    from sslbench.bench.config import LATER_FIELDS, LEGACY_METHOD_KEYS
+    from sslbench.bench.core.config import LATER_FIELDS, LEGACY_METHOD_KEYS
 
     config = build_config("temporal_ensembling", 3, "quick")
     before = config.to_dict()
@@ -109,8 +109,8 @@ def test_every_committed_record_keeps_its_run_id():
     back (methods own their knobs now) and hashes to the run id it was stored under."""
     from pathlib import Path
 
-    from sslbench.bench.identity import stored_run_id
-    from sslbench.bench.store import open_storage
+    from sslbench.bench.store.identity import stored_run_id
+    from sslbench.bench.store.runstore import open_storage
 
     results = Path(__file__).resolve().parent.parent / "reports" / "results"
     urls = [f"sqlite:///{p}" for p in sorted(results.glob("*/*.db"))]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sslbench.ablations import get_grid
-from sslbench.bench.cost import (
+from sslbench.bench.core.cost import (
     CPU_CELL_OVERHEAD_S,
     POOL_START_S,
     duration,
@@ -18,8 +18,8 @@ from sslbench.bench.cost import (
     measured_run_seconds,
     modeled_run_seconds,
 )
-from sslbench.bench.runner import open_grid_study, plan_cells, start_estimate
-from sslbench.bench.store import RunStore
+from sslbench.bench.runs.runner import open_grid_study, plan_cells, start_estimate
+from sslbench.bench.store.runstore import RunStore
 
 QUICK_STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
 

@@ -19,16 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslbench.bench.checkpoint import CheckpointPolicy
-from sslbench.bench.checkpoint import load as load_checkpoint
-from sslbench.bench.checkpoint import save as save_checkpoint
-from sslbench.bench.config import RunConfig, with_overrides
-from sslbench.bench.data import PreparedData, prepare
-from sslbench.bench.errors import Interrupted
-from sslbench.bench.gpucheck import TEST_DEVICE_ENV
-from sslbench.bench.model import forward, predict
-from sslbench.bench.precision import native_bf16
-from sslbench.bench.train import (
+from sslbench.bench.core.checkpoint import CheckpointPolicy
+from sslbench.bench.core.checkpoint import load as load_checkpoint
+from sslbench.bench.core.checkpoint import save as save_checkpoint
+from sslbench.bench.core.config import RunConfig, with_overrides
+from sslbench.bench.core.data import PreparedData, prepare
+from sslbench.bench.core.model import forward, predict
+from sslbench.bench.core.precision import native_bf16
+from sslbench.bench.core.train import (
     TrainState,
     batch_indices,
     init_state,
@@ -39,6 +37,8 @@ from sslbench.bench.train import (
     train_stack,
     train_step,
 )
+from sslbench.bench.errors import Interrupted
+from sslbench.bench.measure.gpucheck import TEST_DEVICE_ENV
 from sslbench.methods import Batch
 from tests.conftest import smoke_config
 

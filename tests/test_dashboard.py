@@ -9,7 +9,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from sslbench.bench.store import RunStore
+from sslbench.bench.store.runstore import RunStore
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard",
                                        reason="the `dashboard` extra is not installed")

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-from sslbench.bench.config import DataConfig
-from sslbench.bench.data import balanced_labeled_indices, fit_normalizer, prepare
-from sslbench.bench.datasets import MNIST, load_raw, raw_dir, verify
+from sslbench.bench.core.config import DataConfig
+from sslbench.bench.core.data import balanced_labeled_indices, fit_normalizer, prepare
+from sslbench.bench.core.datasets import MNIST, load_raw, raw_dir, verify
 from sslbench.bench.errors import ConfigError, DataError
 from sslbench.methods.losses import UNLABELED
 

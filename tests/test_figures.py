@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sslbench.ablations import get_grid
-from sslbench.bench.store import RunStore
+from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import figures, tables
 from sslbench.reports.build import _comparisons, load_runs
 

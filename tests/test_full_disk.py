@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sslbench.bench.store import RunStore, grid_study_name
+from sslbench.bench.store.runstore import RunStore, grid_study_name
 
 GRID = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1", "--workers", "1",
         "--set", "train.epochs=1"]

@@ -16,12 +16,18 @@ from typing import Any
 
 import pytest
 
-from sslbench.bench.gpucheck import SECTIONS, fastest_config, junit_results, project, union_us
+from sslbench.bench.measure.gpucheck import (
+    SECTIONS,
+    fastest_config,
+    junit_results,
+    project,
+    union_us,
+)
 
 
 def gpucheck(out: Path, *flags: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sslbench.bench.gpucheck", "--device", "cpu",
-                           "--tiny", "--out", str(out), *flags],
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.measure.gpucheck", "--device",
+                           "cpu", "--tiny", "--out", str(out), *flags],
                           capture_output=True, text=True, timeout=timeout_s,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -125,8 +131,8 @@ def test_a_failing_section_is_recorded_and_the_next_ones_still_run(tmp_path):
 def test_a_stopped_check_keeps_what_it_had_and_lists_the_rest(tmp_path, data_root):
     out = tmp_path / "check"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sslbench.bench.gpucheck", "--device", "cpu", "--tiny", "--out",
-         str(out), "--root", str(data_root), "--sections", "bench", "profile"],
+        [sys.executable, "-m", "sslbench.bench.measure.gpucheck", "--device", "cpu", "--tiny",
+         "--out", str(out), "--root", str(data_root), "--sections", "bench", "profile"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     partial = out / "sections" / "bench.json"

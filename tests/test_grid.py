@@ -17,8 +17,8 @@ from scipy import stats
 
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import GRIDS, Grid, Variant
-from sslbench.bench.runner import run_grid
-from sslbench.bench.store import RunStore, grid_study_name, latest_by_cell
+from sslbench.bench.runs.runner import run_grid
+from sslbench.bench.store.runstore import RunStore, grid_study_name, latest_by_cell
 from sslbench.methods import Method, StepLosses, registry
 from sslbench.reports.build import write_report
 
@@ -291,7 +291,7 @@ def test_two_runners_on_one_store_run_each_cell_once(tmp_path, data_root):
 
 
 def test_cells_group_into_stacks_of_one_variant_in_seed_order():
-    from sslbench.bench.runner import plan_cells, plan_jobs
+    from sslbench.bench.runs.runner import plan_cells, plan_jobs
 
     cells = plan_cells(GRID, "smoke", [0, 1, 2], variants=["control", "pixelwise"])
     assert [c.key for c in cells][:2] == ["control/seed0", "pixelwise/seed0"]  # seed-major
@@ -370,7 +370,7 @@ class StoppedWhileStacked(DivergesWhenStacked):
     """Diverges in stacks, and the user asks to stop while the stack trains."""
 
     def losses(self, logits, batch, epoch):
-        from sslbench.bench.pool import worker_stop
+        from sslbench.bench.runs.pool import worker_stop
 
         if self.context.num_runs > 1:
             worker_stop().set()
@@ -378,7 +378,7 @@ class StoppedWhileStacked(DivergesWhenStacked):
 
 
 def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
-    from sslbench.bench.config import build_config
+    from sslbench.bench.core.config import build_config
 
     with registry.METHODS.scoped("test_stopped_stacked", StoppedWhileStacked):
         configs = [build_config("test_stopped_stacked", seed, "smoke",
@@ -387,8 +387,8 @@ def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
 
 
 def _stop_during_a_stack(configs, data_root):
-    from sslbench.bench.pool import WorkerPool
-    from sslbench.bench.runner import JobSpec, execute_job
+    from sslbench.bench.runs.pool import WorkerPool
+    from sslbench.bench.runs.runner import JobSpec, execute_job
 
     epochs: list[str] = []  # the jobs that reported an epoch
     with WorkerPool[str, list](1, 1, lambda message: epochs.append(message[0])) as pool:

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from sslbench.bench.config import ModelConfig
-from sslbench.bench.model import augment, forward, init_params, predict
-from sslbench.bench.seeds import generator
+from sslbench.bench.core.config import ModelConfig
+from sslbench.bench.core.model import augment, forward, init_params, predict
+from sslbench.bench.core.seeds import generator
 
 CPU = torch.device("cpu")
 CONFIG = ModelConfig()
@@ -94,7 +94,7 @@ def test_the_training_process_keeps_freed_memory_under_glibc():
     """bench.allocator's settings take on this project's Linux machines (glibc)."""
     import platform
 
-    from sslbench.bench.allocator import keep_freed_memory
+    from sslbench.bench.core.allocator import keep_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc: the settings are left alone")

@@ -66,7 +66,7 @@ def test_the_wheel_installs_beside_another_reports_package(tmp_path):
     (site / "outer.pth").write_text(str(Path(torch.__file__).parents[1]) + "\n")
     listed = run(python, "-m", "sslbench.bench.cli", "run", "--help", cwd=tmp_path)
     assert "temporal_ensembling" in listed and "sharp_pi" not in listed
-    facts = run(python, "-c", "import sslbench.bench.record as r; print(r.__file__); "
+    facts = run(python, "-c", "import sslbench.bench.core.record as r; print(r.__file__); "
                 "print(r.git_commit()['commit'], r.package_version())", cwd=tmp_path)
     where, commit_and_version = facts.splitlines()
     assert Path(where).is_relative_to(site)  # the wheel's copy, not the checkout

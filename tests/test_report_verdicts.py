@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sslbench.ablations import get_grid
-from sslbench.bench.store import RunStore
+from sslbench.bench.store.runstore import RunStore
 from sslbench.reports.build import write_report
 from sslbench.reports.stats import holm
 from sslbench.reports.tables import paired_against_baselines, variant_summary
@@ -109,12 +109,12 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
 
     import torch
 
-    from sslbench.bench.config import build_config
-    from sslbench.bench.queue import claim_cell
-    from sslbench.bench.record import build_record
-    from sslbench.bench.runner import run_grid
-    from sslbench.bench.store import grid_study_name
-    from sslbench.bench.train import single_run
+    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.record import build_record
+    from sslbench.bench.core.train import single_run
+    from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.store.queue import claim_cell
+    from sslbench.bench.store.runstore import grid_study_name
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)
@@ -136,8 +136,8 @@ def test_cells_stored_before_a_later_field_are_the_same_settings():
     """A cell stored before train.batches existed and a new one with it at its default have
     one run id: the report keeps them in one variant. A real difference (train.lr) is
     still shown apart."""
-    from sslbench.bench.config import build_config
-    from sslbench.bench.store import CellRun
+    from sslbench.bench.core.config import build_config
+    from sslbench.bench.store.runstore import CellRun
     from sslbench.reports.build import separate_settings
 
     def cell(trial_id: int, seed: int, config: dict) -> CellRun:

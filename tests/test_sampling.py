@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sslbench.bench import train as bench_train
-from sslbench.bench.config import build_config, config_from_dict, with_overrides
+from sslbench.bench.core import train as bench_train
+from sslbench.bench.core.config import build_config, config_from_dict, with_overrides
+from sslbench.bench.core.record import build_record
+from sslbench.bench.core.sampling import batch_plan, epoch_order
+from sslbench.bench.core.seeds import generator
+from sslbench.bench.core.train import train_stack
 from sslbench.bench.errors import ConfigError
-from sslbench.bench.record import build_record
-from sslbench.bench.sampling import batch_plan, epoch_order
-from sslbench.bench.seeds import generator
-from sslbench.bench.train import train_stack
 from tests.conftest import smoke_config
 
 CPU = torch.device("cpu")
@@ -162,9 +162,9 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     the same key is claimed and trained beside it, not skipped."""
     import optuna
 
-    from sslbench.bench.queue import claim_cell
-    from sslbench.bench.runner import run_grid
-    from sslbench.bench.store import RunStore, grid_study_name
+    from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.store.queue import claim_cell
+    from sslbench.bench.store.runstore import RunStore, grid_study_name
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)

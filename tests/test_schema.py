@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sslbench.bench.schema import Metrics, Record, Throughput
-from sslbench.bench.store import RunStore
+from sslbench.bench.core.schema import Metrics, Record, Throughput
+from sslbench.bench.store.runstore import RunStore
 
 RESULTS = Path(__file__).resolve().parent.parent / "reports/results"
 STORES = ["mnist100-quick/store.db", "mnist100_methods-quick10k/store.db",

@@ -11,9 +11,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from sslbench.bench.datasets import MNIST, raw_dir
-from sslbench.bench.search import SEARCH_SEED_BASE, study_name
-from sslbench.bench.store import RunStore
+from sslbench.bench.core.datasets import MNIST, raw_dir
+from sslbench.bench.runs.search import SEARCH_SEED_BASE, study_name
+from sslbench.bench.store.runstore import RunStore
 
 SHORT = ["--profile", "smoke", "--set", "train.epochs=3", "--set", "data.train_size=800",
          "--val-size", "200", "--trial-seeds", "2"]

@@ -113,8 +113,8 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
     """On real smoke runs: the 20x smaller learning rate is decided worse within the budget
     and gets no more seeds; the harmless change stays open and gets every round. Run again,
     nothing reruns and the decisions replay; the report states the rule and the rounds."""
-    from sslbench.bench.adaptive import run_until_decided
-    from sslbench.bench.store import RunStore, grid_study_name
+    from sslbench.bench.runs.adaptive import run_until_decided
+    from sslbench.bench.store.runstore import RunStore, grid_study_name
     from sslbench.reports.build import write_report
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from sslbench.bench import speed
 from sslbench.bench.errors import DataError, UserError
+from sslbench.bench.measure import speed
 
 # Two trainings at once load both cores; opt in where two cores are free.
 
@@ -38,7 +38,7 @@ def tiny(data_root: Path, out: Path, *extra: str) -> argparse.Namespace:
 
 
 def check_measurement(name: str, m: dict[str, Any], train_size: int) -> None:
-    from sslbench.bench.throughput import steady_median
+    from sslbench.bench.core.throughput import steady_median
 
     assert m["name"] == name
     for key in ("images_per_s", "epoch_seconds", "peak_memory_mib"):
@@ -152,7 +152,7 @@ def test_summary_and_ratios_are_the_measured_quotients():
 
 
 def released_at_barrier(job: speed.Job) -> dict[str, Any]:
-    from sslbench.bench.pool import worker_barrier
+    from sslbench.bench.runs.pool import worker_barrier
 
     time.sleep(1.5 * (job.kind == "b"))  # the second process arrives 1.5 s later ...
     worker_barrier().wait(30)
@@ -180,7 +180,7 @@ def test_a_process_that_dies_is_an_error_not_a_hang():
 
 
 def test_errors_in_a_measuring_process_reach_the_caller():
-    from sslbench.bench.config import build_config
+    from sslbench.bench.core.config import build_config
 
     with pytest.raises(RuntimeError, match="KeyError"):  # a bug: the child's traceback
         speed.run_processes([job("harness", {})])
@@ -196,9 +196,9 @@ def test_errors_in_a_measuring_process_reach_the_caller():
 def test_naive_model_is_the_harness_model():
     import torch
 
-    from sslbench.bench.config import build_config
-    from sslbench.bench.model import init_params
-    from sslbench.bench.naive import build_model
+    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.model import init_params
+    from sslbench.bench.measure.naive import build_model
 
     config = build_config("temporal_ensembling", 0, "smoke")
     naive = build_model(config)
@@ -212,8 +212,8 @@ def test_naive_model_is_the_harness_model():
 def test_naive_pipeline_learns(data_root):
     import torch
 
-    from sslbench.bench.config import build_config
-    from sslbench.bench.naive import train_naive
+    from sslbench.bench.core.config import build_config
+    from sslbench.bench.measure.naive import train_naive
 
     config = build_config("temporal_ensembling", 0, "smoke",
                           {"train.epochs": 3, "data.test_size": 500})

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sslbench.bench.config import RunConfig, with_overrides
-from sslbench.bench.data import prepare
+from sslbench.bench.core.config import RunConfig, with_overrides
+from sslbench.bench.core.data import prepare
+from sslbench.bench.core.train import batch_indices, init_state, start_epoch, train_step
 from sslbench.bench.errors import ConfigError
-from sslbench.bench.train import batch_indices, init_state, start_epoch, train_step
 from tests.conftest import smoke_config
 
 STEPS = 6

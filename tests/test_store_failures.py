@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from sslbench.bench.progress import Progress
-from sslbench.bench.queue import claim_cell
-from sslbench.bench.store import RunStore, grid_study_name, host_name
+from sslbench.bench.runs.progress import Progress
+from sslbench.bench.store.queue import claim_cell
+from sslbench.bench.store.runstore import RunStore, grid_study_name, host_name
 from sslbench.reports.build import _running
 
 
@@ -25,7 +25,7 @@ def test_the_progress_counter_never_passes_the_total():
 
 
 def test_a_terminal_gets_live_bars_and_a_log_gets_plain_lines():
-    from sslbench.bench.train import EpochSummary
+    from sslbench.bench.core.train import EpochSummary
 
     summary = EpochSummary(epoch=2, epochs=30, weight=0.5, supervised_loss=[0.1],
                            unsupervised_loss=[0.2], train_loss=[0.2], test_accuracy=[0.9123],
@@ -87,7 +87,7 @@ def test_a_claim_leaves_no_study_and_a_stale_racer_backs_off(tmp_path, monkeypat
     """The claim study is deleted once the attempt exists. A runner that read the store
     before that attempt was made wins the freed name later, and must then see the attempt
     and back off rather than start the cell a second time."""
-    from sslbench.bench import queue
+    from sslbench.bench.store import queue
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     study = store.study_id(grid_study_name("mnist100", "smoke"))
@@ -110,7 +110,7 @@ def test_a_claim_leaves_no_study_and_a_stale_racer_backs_off(tmp_path, monkeypat
 def test_spent_claims_of_older_versions_are_tidied_and_pending_ones_kept(tmp_path):
     import optuna
 
-    from sslbench.bench.queue import tidy_claims
+    from sslbench.bench.store.queue import tidy_claims
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     study = store.study_id(grid_study_name("mnist100", "smoke"))
@@ -137,7 +137,7 @@ def test_a_busy_sqlite_file_is_waited_out_and_other_errors_are_not(tmp_path):
     from optuna.storages import RDBStorage
     from optuna.study import StudyDirection
 
-    from sslbench.bench.store import is_busy, when_not_busy
+    from sslbench.bench.store.runstore import is_busy, when_not_busy
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0}})

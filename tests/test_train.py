@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from sslbench.bench.config import with_overrides
-from sslbench.bench.train import single_run, train_stack
+from sslbench.bench.core.config import with_overrides
+from sslbench.bench.core.train import single_run, train_stack
 from sslbench.methods import method_names
 from tests.conftest import smoke_config
 
@@ -85,7 +85,7 @@ def test_bf16_passes_round_but_track_fp32(data_root):
 
 
 def test_auto_precision_is_bf16_exactly_where_the_device_has_it(data_root):
-    from sslbench.bench.precision import native_bf16, resolve
+    from sslbench.bench.core.precision import native_bf16, resolve
 
     assert resolve("auto", CPU) == ("bf16" if native_bf16(CPU) else "fp32")
     assert resolve("fp32", CPU) == "fp32" and resolve("bf16", CPU) == "bf16"

@@ -22,12 +22,19 @@ from typing import Any
 
 import torch
 
-from sslbench.bench.config import build_config
-from sslbench.bench.data import prepare
-from sslbench.bench.datasets import default_root
-from sslbench.bench.model import _activation, _conv_weight, _max_pool, forward, init_params, predict
-from sslbench.bench.sampling import batch_plan, epoch_order
-from sslbench.bench.seeds import generator
+from sslbench.bench.core.config import build_config
+from sslbench.bench.core.data import prepare
+from sslbench.bench.core.datasets import default_root
+from sslbench.bench.core.model import (
+    _activation,
+    _conv_weight,
+    _max_pool,
+    forward,
+    init_params,
+    predict,
+)
+from sslbench.bench.core.sampling import batch_plan, epoch_order
+from sslbench.bench.core.seeds import generator
 from sslbench.methods.losses import UNLABELED, supervised_loss
 
 PROBE_IMAGES = 1000

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sslbench.ablations import get_grid
-from sslbench.bench.store import RunStore
+from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import tables
 from sslbench.reports.build import _comparisons, load_runs
 from sslbench.reports.planning import sd_interval

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sslbench.bench.config import config_from_dict
+from sslbench.bench.core.config import config_from_dict
 from sslbench.bench.errors import ConfigError, UserError
 
 SETTINGS_SEPARATOR = "@"  # grid:NAME:PROFILE@SETTINGS names a labeled set of cells

@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sslbench.bench.train import EpochSummary
+from sslbench.bench.core.train import EpochSummary
 
 
 class Progress:

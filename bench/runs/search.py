@@ -32,9 +32,10 @@ from optuna.trial import TrialState
 
 from sslbench.ablations.grid import Grid, Variant, get_grid, register_grid
 from sslbench.ablations.spaces import get_space
+from sslbench.bench.core.train import EpochSummary, resolve_device, train_stack
 from sslbench.bench.errors import ConfigError, DivergedError, UserError
-from sslbench.bench.pool import WorkerPool
-from sslbench.bench.queue import (
+from sslbench.bench.runs.pool import WorkerPool
+from sslbench.bench.store.queue import (
     DEFAULT_GRACE_S,
     HEARTBEAT_S,
     Heartbeat,
@@ -42,8 +43,7 @@ from sslbench.bench.queue import (
     owner_gone,
     reap_trials,
 )
-from sslbench.bench.store import RunStore, is_sqlite
-from sslbench.bench.train import EpochSummary, resolve_device, train_stack
+from sslbench.bench.store.runstore import RunStore, is_sqlite
 
 SEARCH_SEED_BASE = 1000
 Log = Callable[[str], None]
@@ -127,7 +127,7 @@ def open_study(store: RunStore, settings: SearchSettings, worker: int = 0) -> op
 
 def _probe_config(settings: SearchSettings) -> Any:
     """A config of the space at its defaults: checks --set and gives the epoch count."""
-    from sslbench.bench.config import build_config
+    from sslbench.bench.core.config import build_config
 
     return build_config(get_space(settings.space).method, settings.search_seeds[0],
                         settings.profile, settings.run_overrides)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sslbench.bench.config import TrainConfig
+from sslbench.bench.core.config import TrainConfig
 from sslbench.bench.errors import ConfigError
 
 

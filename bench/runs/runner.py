@@ -28,14 +28,16 @@ import torch
 
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import Grid
-from sslbench.bench.checkpoint import CheckpointPolicy
-from sslbench.bench.config import RunConfig, build_config, config_from_dict
-from sslbench.bench.cost import duration, estimate, measured_run_seconds
+from sslbench.bench.core.checkpoint import CheckpointPolicy
+from sslbench.bench.core.config import RunConfig, build_config, config_from_dict
+from sslbench.bench.core.cost import duration, estimate, measured_run_seconds
+from sslbench.bench.core.record import build_record, git_commit
+from sslbench.bench.core.train import Stopped, resolve_device, train_until_stopped
 from sslbench.bench.errors import DivergedError
-from sslbench.bench.identity import check_same_settings, study_suffix
-from sslbench.bench.pool import WorkerPool, report, worker_stop
-from sslbench.bench.progress import Progress
-from sslbench.bench.queue import (
+from sslbench.bench.runs.pool import WorkerPool, report, worker_stop
+from sslbench.bench.runs.progress import Progress
+from sslbench.bench.store.identity import check_same_settings, study_suffix
+from sslbench.bench.store.queue import (
     DEFAULT_GRACE_S,
     HEARTBEAT_S,
     RETRIED_FAILURES,
@@ -47,9 +49,7 @@ from sslbench.bench.queue import (
     settle,
     tidy_claims,
 )
-from sslbench.bench.record import build_record, git_commit
-from sslbench.bench.store import RunStore, grid_study_name, latest_by_cell
-from sslbench.bench.train import Stopped, resolve_device, train_until_stopped
+from sslbench.bench.store.runstore import RunStore, grid_study_name, latest_by_cell
 
 
 @dataclass(frozen=True)

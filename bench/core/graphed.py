@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sslbench.bench.model import augment, draw_randomness, network
-from sslbench.bench.precision import pass_context
+from sslbench.bench.core.model import augment, draw_randomness, network
+from sslbench.bench.core.precision import pass_context
 from sslbench.methods import Batch, StepLosses
 
 if TYPE_CHECKING:
-    from sslbench.bench.train import TrainState
+    from sslbench.bench.core.train import TrainState
 
 WARMUP_STEPS = 3  # eager steps on a side stream before the first capture (the recipe's)
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from sslbench.bench import allocator
-from sslbench.bench.config import RunConfig
-from sslbench.bench.datasets import get_dataset
-from sslbench.bench.schema import SCHEMA_VERSION
-from sslbench.bench.throughput import device_name, steady_median
-from sslbench.bench.train import RunResult
+from sslbench.bench.core import allocator
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.datasets import get_dataset
+from sslbench.bench.core.schema import SCHEMA_VERSION
+from sslbench.bench.core.throughput import device_name, steady_median
+from sslbench.bench.core.train import RunResult
 
 # A run whose final accuracy is under twice chance has collapsed (the blog's "cursed
 # local minima"): it is kept, flagged and counted, never dropped.

@@ -30,7 +30,7 @@ def _log(message: str) -> None:
 
 
 def _data_root(args: argparse.Namespace) -> Path:
-    from sslbench.bench.datasets import default_root
+    from sslbench.bench.core.datasets import default_root
 
     return Path(args.root).expanduser() if args.root else default_root()
 
@@ -39,7 +39,7 @@ def _data_root(args: argparse.Namespace) -> Path:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from sslbench.bench.datasets import DATASETS, fetch, get_dataset
+    from sslbench.bench.core.datasets import DATASETS, fetch, get_dataset
 
     names = DATASETS.names() if args.dataset == "all" else [args.dataset]
     for name in names:
@@ -50,13 +50,13 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from sslbench.bench.checkpoint import CheckpointPolicy, stop_on_signals
-    from sslbench.bench.checkpoint import load as load_checkpoint
-    from sslbench.bench.config import build_config, parse_set_args
-    from sslbench.bench.datasets import get_dataset, verify
-    from sslbench.bench.record import build_record, git_commit
-    from sslbench.bench.runner import default_threads
-    from sslbench.bench.train import EpochSummary, resolve_device, single_run
+    from sslbench.bench.core.checkpoint import CheckpointPolicy, stop_on_signals
+    from sslbench.bench.core.checkpoint import load as load_checkpoint
+    from sslbench.bench.core.config import build_config, parse_set_args
+    from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.core.record import build_record, git_commit
+    from sslbench.bench.core.train import EpochSummary, resolve_device, single_run
+    from sslbench.bench.runs.runner import default_threads
 
     git_commit()  # the code that trains, read before it does
     config = build_config(args.method, args.seed, args.profile, parse_set_args(args.set or []))
@@ -141,10 +141,10 @@ DEFAULT_SEEDS = 3
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from sslbench.ablations import get_grid, grid_names
-    from sslbench.bench.config import get_profile, parse_set_args
-    from sslbench.bench.datasets import get_dataset, verify
-    from sslbench.bench.runner import plan_cells, run_grid
-    from sslbench.bench.store import RunStore, default_checkpoint_dir
+    from sslbench.bench.core.config import get_profile, parse_set_args
+    from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.runs.runner import plan_cells, run_grid
+    from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
 
     if args.list:
         for name in grid_names():
@@ -164,7 +164,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UserError(f"--sesoi must be a positive number of accuracy points, got "
                         f"{args.sesoi}")
     if args.workers is None:
-        from sslbench.bench.train import resolve_device
+        from sslbench.bench.core.train import resolve_device
 
         args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
@@ -199,7 +199,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]) -> int:
-    from sslbench.bench.adaptive import run_until_decided
+    from sslbench.bench.runs.adaptive import run_until_decided
 
     outcome = run_until_decided(args.grid, args.profile, store=store, max_seeds=args.max_seeds,
                                 round_size=args.round, sesoi=args.sesoi,
@@ -216,7 +216,7 @@ def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]
 
 
 def _check_grace(grace_s: float) -> None:
-    from sslbench.bench.queue import HEARTBEAT_S
+    from sslbench.bench.store.queue import HEARTBEAT_S
 
     if grace_s <= HEARTBEAT_S:
         raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
@@ -232,10 +232,10 @@ def _stopped(detail: str = "") -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from sslbench.ablations.spaces import get_space, space_names
-    from sslbench.bench.config import get_profile, parse_set_args
-    from sslbench.bench.datasets import get_dataset, verify
-    from sslbench.bench.search import SearchSettings, check_settings, run_search, summary_lines
-    from sslbench.reports.search import finalize
+    from sslbench.bench.core.config import get_profile, parse_set_args
+    from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.runs.finalize import finalize
+    from sslbench.bench.runs.search import SearchSettings, check_settings, run_search, summary_lines
 
     if args.list:
         for name in space_names():
@@ -279,7 +279,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sslbench.bench.store import RunStore
+    from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.export import parquet_available, write_export
 
     store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
@@ -291,8 +291,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sslbench.bench.identity import study_suffix
-    from sslbench.bench.store import RunStore
+    from sslbench.bench.store.identity import study_suffix
+    from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.build import write_report
 
     out = Path(args.out)
@@ -317,7 +317,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from sslbench.bench.store import RunStore
+    from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.build import stored_profiles
     from sslbench.reports.planning import plan_text
 
@@ -343,7 +343,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def grace_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    from sslbench.bench.queue import DEFAULT_GRACE_S
+    from sslbench.bench.store.queue import DEFAULT_GRACE_S
 
     parser.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
                         metavar="SECONDS", help=f"{what} (default {DEFAULT_GRACE_S:.0f})")
@@ -395,8 +395,8 @@ def _catalogs() -> dict[str, str]:
     """The registries as --help blocks. Imports the methods and grids (and so torch)."""
     from sslbench.ablations import get_grid, grid_names
     from sslbench.ablations.spaces import get_space, space_names
-    from sslbench.bench.config import PROFILES
-    from sslbench.bench.datasets import DATASETS
+    from sslbench.bench.core.config import PROFILES
+    from sslbench.bench.core.datasets import DATASETS
     from sslbench.methods import get_method, method_names
 
     return {
@@ -422,7 +422,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         for name, text in COMMAND_HELP.items():
             commands.add_parser(name, help=text)
         return parser
-    from sslbench.bench.store import DEFAULT_URL
+    from sslbench.bench.store.runstore import DEFAULT_URL
 
     blocks = _catalogs()
 
@@ -580,7 +580,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
                                                                 "one per CPU core)")
     plan.set_defaults(func=cmd_plan)
 
-    from sslbench.bench import gpucheck, speed
+    from sslbench.bench.measure import gpucheck, speed
 
     speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
     gpucheck.add_parser(commands)  # `sslbench gpucheck`: the one-call GPU check (nox -s gpu)

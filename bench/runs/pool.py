@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from sslbench.bench.checkpoint import stop_on_signals
+from sslbench.bench.core.checkpoint import stop_on_signals
 from sslbench.bench.plugins import load_plugins
 
 T = TypeVar("T")  # what a job returns

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from sslbench.bench.config import DataConfig
-from sslbench.bench.datasets import get_dataset, load_raw
+from sslbench.bench.core.config import DataConfig
+from sslbench.bench.core.datasets import get_dataset, load_raw
+from sslbench.bench.core.seeds import VALIDATION_SEED, generator
 from sslbench.bench.errors import ConfigError
-from sslbench.bench.seeds import VALIDATION_SEED, generator
 from sslbench.methods.losses import UNLABELED
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from sslbench.bench.config import TrainConfig
+from sslbench.bench.core.config import TrainConfig
+from sslbench.bench.core.model import NetworkFn, network
 from sslbench.bench.errors import UserError
-from sslbench.bench.model import NetworkFn, network
 
 
 def network_for(train: TrainConfig, device: torch.device) -> NetworkFn:

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.errors import UserError
 from sslbench.bench.files import check_writable, write_text_atomic
-from sslbench.bench.pool import WorkerPool, worker_barrier
+from sslbench.bench.runs.pool import WorkerPool, worker_barrier
 
 if TYPE_CHECKING:
-    from sslbench.bench.config import RunConfig
+    from sslbench.bench.core.config import RunConfig
 
 METHOD = "temporal_ensembling"
 DEFAULT_TRAIN_SIZE = 2000  # the smoke profile's slice
@@ -97,7 +97,7 @@ class Measurement:
 
 def validate(settings: BenchSettings) -> None:
     """Raise UserError naming the flag and the fix; checks the data files too."""
-    from sslbench.bench.datasets import MNIST, verify
+    from sslbench.bench.core.datasets import MNIST, verify
 
     if settings.stack < 1:
         raise UserError(f"--stack must be >= 1 (runs trained as one stack), got {settings.stack}")
@@ -114,7 +114,7 @@ def validate(settings: BenchSettings) -> None:
 
 def bench_config(settings: BenchSettings, seed: int = 0) -> RunConfig:
     """The temporal-ensembling config of every pipeline: smoke profile, the bench's slice."""
-    from sslbench.bench.config import build_config
+    from sslbench.bench.core.config import build_config
 
     return build_config(METHOD, seed, "smoke", {
         "data.train_size": settings.train_size, "data.test_size": settings.test_size,
@@ -129,7 +129,7 @@ def process_peak_mib(device_name: str) -> float:
     (VmHWM on Linux; see bench.throughput.peak_memory_mib)."""
     import torch
 
-    from sslbench.bench.throughput import peak_memory_mib
+    from sslbench.bench.core.throughput import peak_memory_mib
 
     return peak_memory_mib(torch.device(device_name))
 
@@ -138,11 +138,11 @@ def _train(job: Job, barrier: Any) -> dict[str, Any]:
     """Load the data, wait for the siblings, train; return the figures of this process."""
     import torch
 
-    from sslbench.bench.config import config_from_dict
-    from sslbench.bench.data import prepare
-    from sslbench.bench.naive import train_naive
-    from sslbench.bench.throughput import device_name, reset_peak_memory
-    from sslbench.bench.train import train_stack
+    from sslbench.bench.core.config import config_from_dict
+    from sslbench.bench.core.data import prepare
+    from sslbench.bench.core.throughput import device_name, reset_peak_memory
+    from sslbench.bench.core.train import train_stack
+    from sslbench.bench.measure.naive import train_naive
 
     if job.device == "cpu":
         torch.set_num_threads(THREADS_PER_PROCESS)
@@ -212,7 +212,7 @@ def run_processes(jobs: Sequence[Job], target: Callable[[Job], dict[str, Any]] =
 def summarize(name: str, what: str, runs: int, reports: Sequence[dict[str, Any]]
               ) -> Measurement:
     """One measurement from its processes' reports (per-epoch figures per process)."""
-    from sslbench.bench.throughput import steady_median
+    from sslbench.bench.core.throughput import steady_median
 
     return Measurement(
         name=name, what=what, runs=runs, processes=len(reports),
@@ -389,7 +389,7 @@ def _load(values: list[float] | None) -> str:
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add `bench` to the CLI's subparsers; returns the new parser."""
-    from sslbench.bench.datasets import default_root
+    from sslbench.bench.core.datasets import default_root
 
     parser = commands.add_parser(
         "bench", help="measured throughput: the blog's naive pipeline vs the harness",
@@ -417,8 +417,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    from sslbench.bench.precision import native_bf16
-    from sslbench.bench.train import resolve_device
+    from sslbench.bench.core.precision import native_bf16
+    from sslbench.bench.core.train import resolve_device
 
     device = resolve_device(args.device)  # UserError for an unknown or absent device
     on_cpu = device.type == "cpu"

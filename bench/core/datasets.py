@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from sslbench.bench.archives import safe_extract
+from sslbench.bench.core.archives import safe_extract
 from sslbench.bench.errors import DataError
 from sslbench.methods.registry import Registry
 

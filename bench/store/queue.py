@@ -40,7 +40,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sslbench.bench.store import CellRun, RunStore, host_name, when_not_busy, writing
+from sslbench.bench.store.runstore import CellRun, RunStore, host_name, when_not_busy, writing
 
 # Heartbeats of running cells and trials: written every HEARTBEAT_S seconds; an owner
 # silent for longer than the grace period is taken for dead and its work is retried.
@@ -83,7 +83,7 @@ def claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: in
 
 def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: int,
                 config: dict[str, Any]) -> int | None:
-    from sslbench.bench.identity import stored_run_id
+    from sslbench.bench.store.identity import stored_run_id
 
     # The run id keeps a cell of another config under the same key (the classic
     # `supervised` beside the legacy pipeline cells it replaced) apart from their attempts.
@@ -119,7 +119,7 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
 
 
 def _attempts(store: RunStore, study_id: int, cell: str, run_id: str) -> list[CellRun]:
-    from sslbench.bench.identity import stored_run_id
+    from sslbench.bench.store.identity import stored_run_id
 
     return [r for r in store.cell_runs(study_id)
             if r.cell == cell and (stored_run_id(r.config or {}) or "unreadable") == run_id]

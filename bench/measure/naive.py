@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sslbench.bench.config import RunConfig
-from sslbench.bench.data import balanced_labeled_indices
-from sslbench.bench.datasets import MNIST, verify
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.data import balanced_labeled_indices
+from sslbench.bench.core.datasets import MNIST, verify
 from sslbench.methods.losses import UNLABELED
 from sslbench.methods.ramp import unsupervised_weight
 

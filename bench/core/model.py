@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from sslbench.bench.config import ModelConfig
+from sslbench.bench.core.config import ModelConfig
 
 Params = dict[str, torch.Tensor]
 
@@ -83,7 +83,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) in channels-last memory, one channel included. For C = 1 both layouts fit
     the same strides, and `.contiguous(memory_format=channels_last)` keeps NCHW's; oneDNN then
     gives conv1 an NCHW output, which `_max_pool` converts, at a copy forward and another in
-    backward: 4.6 ms of a 15.6 ms CPU step (bench/roofline.py). With channels-last strides
+    backward: 4.6 ms of a 15.6 ms CPU step (bench/measure/roofline.py). With channels-last strides
     spelled out, conv1's output is channels-last too. The values are the same."""
     x = x.contiguous(memory_format=torch.channels_last)
     if x.shape[1] == 1:

@@ -24,25 +24,25 @@ from typing import Any
 
 import torch
 
-from sslbench.bench.allocator import flush_denormals, keep_freed_memory
-from sslbench.bench.checkpoint import (
+from sslbench.bench.core.allocator import flush_denormals, keep_freed_memory
+from sslbench.bench.core.checkpoint import (
     CheckpointPolicy,
     Interrupted,
     generator_states,
     restore_generators,
 )
-from sslbench.bench.checkpoint import load as load_checkpoint
-from sslbench.bench.checkpoint import save as save_checkpoint
-from sslbench.bench.compiled import network_for
-from sslbench.bench.config import RunConfig
-from sslbench.bench.data import PreparedData, prepare
+from sslbench.bench.core.checkpoint import load as load_checkpoint
+from sslbench.bench.core.checkpoint import save as save_checkpoint
+from sslbench.bench.core.compiled import network_for
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.data import PreparedData, prepare
+from sslbench.bench.core.graphed import GraphedStep
+from sslbench.bench.core.model import NetworkFn, Params, augment, forward, init_params, predict
+from sslbench.bench.core.precision import pass_context, resolve
+from sslbench.bench.core.sampling import BatchPlan, batch_plan, epoch_order
+from sslbench.bench.core.seeds import generator
+from sslbench.bench.core.throughput import peak_memory_mib, reset_peak_memory
 from sslbench.bench.errors import DivergedError, UserError
-from sslbench.bench.graphed import GraphedStep
-from sslbench.bench.model import NetworkFn, Params, augment, forward, init_params, predict
-from sslbench.bench.precision import pass_context, resolve
-from sslbench.bench.sampling import BatchPlan, batch_plan, epoch_order
-from sslbench.bench.seeds import generator
-from sslbench.bench.throughput import peak_memory_mib, reset_peak_memory
 from sslbench.methods import Batch, Method, MethodContext, StepLosses, get_method
 
 

@@ -58,7 +58,7 @@ class DataConfig:
     hflip: bool = False
 
     def __post_init__(self) -> None:
-        from sslbench.bench.datasets import DATASETS
+        from sslbench.bench.core.datasets import DATASETS
 
         _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: "
                                          f"{', '.join(DATASETS.names())}")

@@ -1,7 +1,7 @@
 """The CPU training step against this core's roofline: is it compute-bound, and where does
 the rest of its time go?
 
-    python -m sslbench.bench.roofline --out reports/results/bench-cpu   # one thread, ~2 min
+    python -m sslbench.bench.measure.roofline --out reports/results/bench-cpu   # one thread, ~2 min
 
 Three measurements, one thread, on a quiet machine (nothing else may run: the figures are
 rates of one core):
@@ -116,9 +116,9 @@ def step_profile(data_root: Path) -> dict[str, Any]:
     """The real training step: its median time, and each op's own time per step."""
     from torch.profiler import ProfilerActivity, profile
 
-    from sslbench.bench.config import build_config
-    from sslbench.bench.data import prepare
-    from sslbench.bench.train import batch_indices, init_state, start_epoch, train_step
+    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.data import prepare
+    from sslbench.bench.core.train import batch_indices, init_state, start_epoch, train_step
 
     config = build_config("temporal_ensembling", 0, "quick")  # all 60,000 images, as trained
     data = prepare(config.data, [0], data_root, torch.device("cpu"))
@@ -142,7 +142,7 @@ def step_profile(data_root: Path) -> dict[str, Any]:
 
 
 def measure(data_root: Path) -> dict[str, Any]:
-    from sslbench.bench.allocator import keep_freed_memory
+    from sslbench.bench.core.allocator import keep_freed_memory
 
     torch.set_num_threads(1)
     keep_freed_memory()  # as every training process does (bench.train.train_stack)
@@ -167,7 +167,7 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"One thread, torch {doc['machine']['torch']}, {doc['machine']['cpu']}, measured "
         f"{doc['machine']['measured_at']} with nothing else running "
-        "(`python -m sslbench.bench.roofline`). Temporal ensembling's step, batch 100, the "
+        "(`python -m sslbench.bench.measure.roofline`). Temporal ensembling's step, batch 100, the "
         "blog CNN, fp32.",
         "",
         "## This core's peak (matmul)",
@@ -211,7 +211,7 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sslbench.bench.datasets import default_root
+    from sslbench.bench.core.datasets import default_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="report/bench", help="folder for roofline.json/.md")

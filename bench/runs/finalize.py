@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 
 from sslbench.ablations.grid import Grid
 from sslbench.bench.errors import UserError
-from sslbench.bench.runner import run_grid
-from sslbench.bench.search import (
+from sslbench.bench.runs.runner import run_grid
+from sslbench.bench.runs.search import (
     SEARCH_SEED_BASE,
     Log,
     _stderr,
@@ -22,7 +22,7 @@ from sslbench.bench.search import (
     study_name,
     summary_lines,
 )
-from sslbench.bench.store import RunStore, default_checkpoint_dir
+from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
 from sslbench.reports.build import write_report
 
 

@@ -38,9 +38,9 @@ from optuna.storages.journal import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sslbench.bench.config import legacy_method_name
+from sslbench.bench.core.config import legacy_method_name
 from sslbench.bench.errors import StoreError
-from sslbench.bench.journal import SafeJournalFileBackend
+from sslbench.bench.store.journal import SafeJournalFileBackend
 
 DEFAULT_URL = "sqlite:///sslbench.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"

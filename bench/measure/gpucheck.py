@@ -321,7 +321,7 @@ def run_child(check: Check, name: str, *extra: str, epochs_slice: int | None = N
     result_file = options.out / "sections" / f"{name}.json"
     result_file.unlink(missing_ok=True)  # a previous call's: never read as this one's
     soft_deadline = time.time() + check.left_s() - reserve_s(check, name)
-    command = [sys.executable, "-m", "sslbench.bench.gpucheck", "--child", name,
+    command = [sys.executable, "-m", "sslbench.bench.measure.gpucheck", "--child", name,
                *child_flags(options), "--deadline", f"{soft_deadline:.1f}", *extra]
     finished = run_logged(command, options.out / "logs" / f"{name}.log", check.left_s())
     written = _read_json(result_file)
@@ -432,8 +432,8 @@ class Planned:
 def bench_settings(options: Options) -> Any:
     import torch
 
-    from sslbench.bench.precision import native_bf16
-    from sslbench.bench.speed import BenchSettings
+    from sslbench.bench.core.precision import native_bf16
+    from sslbench.bench.measure.speed import BenchSettings
 
     sizes = options.sizes
     return BenchSettings(
@@ -446,7 +446,7 @@ def bench_settings(options: Options) -> Any:
 def bench_plan(settings: Any, sizes: Sizes) -> list[Planned]:
     """The measurements in the order run: what picks the grid's configuration first (one
     run, the stack, processes sharing the device), then bigger stacks, bf16, naive."""
-    from sslbench.bench import speed
+    from sslbench.bench.measure import speed
 
     standard = {name: (what, runs, jobs) for name, what, runs, jobs in speed.plan(settings)}
     config = speed.bench_config(settings).to_dict()
@@ -481,7 +481,7 @@ def bench_plan(settings: Any, sizes: Sizes) -> list[Planned]:
 
 
 def child_bench(options: Options, deadline: float, partial: SectionFile) -> dict[str, Any]:
-    from sslbench.bench import speed
+    from sslbench.bench.measure import speed
 
     settings = bench_settings(options)
     speed.validate(settings)  # DataError names the file and the fetch command
@@ -514,7 +514,7 @@ def child_bench(options: Options, deadline: float, partial: SectionFile) -> dict
 
 
 def _bench_protocol(settings: Any) -> dict[str, Any]:
-    from sslbench.bench.speed import METHOD as BENCH_METHOD
+    from sslbench.bench.measure.speed import METHOD as BENCH_METHOD
 
     return {"method": BENCH_METHOD, "train_images": settings.train_size,
             "test_images": settings.test_size, "epochs": settings.epochs,
@@ -548,8 +548,8 @@ def run_profile(check: Check) -> dict[str, Any]:
 
 
 def child_profile(options: Options, deadline: float, partial: SectionFile) -> dict[str, Any]:
-    from sslbench.bench.config import build_config
-    from sslbench.bench.datasets import MNIST, verify
+    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.datasets import MNIST, verify
 
     del deadline  # a few steps per stack: the parent's estimate covers them all
     sizes = options.sizes
@@ -574,8 +574,8 @@ def profile_stack(config: Any, runs: int, options: Options) -> tuple[dict[str, A
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from sslbench.bench.data import prepare
-    from sslbench.bench.train import init_state, start_epoch
+    from sslbench.bench.core.data import prepare
+    from sslbench.bench.core.train import init_state, start_epoch
 
     sizes, device = options.sizes, torch.device(options.device)
     seeds = list(range(runs))
@@ -606,7 +606,7 @@ def run_steps(state: Any, weight: Any, first: int, count: int) -> None:
     the device: the time is the work's, not its launch's."""
     import torch
 
-    from sslbench.bench.train import batch_indices, train_step
+    from sslbench.bench.core.train import batch_indices, train_step
 
     for step in range(first, first + count):
         train_step(state, batch_indices(state, step % state.plan.steps), weight, PROFILE_EPOCH)
@@ -688,8 +688,8 @@ def slice_estimate_s(plan: dict[str, Any], epochs: int) -> float:
 
 
 def _slice_train_images(sizes: Sizes) -> int:
-    from sslbench.bench.config import get_profile
-    from sslbench.bench.datasets import MNIST
+    from sslbench.bench.core.config import get_profile
+    from sslbench.bench.core.datasets import MNIST
 
     return get_profile(sizes.slice_profile).train_size or MNIST.num_train
 
@@ -711,10 +711,10 @@ def run_paper_slice(check: Check) -> dict[str, Any]:
 def child_slice(options: Options, deadline: float, partial: SectionFile, workers: int,
                 stack: int) -> dict[str, Any]:
     from sslbench.ablations import get_grid
-    from sslbench.bench.config import get_profile
-    from sslbench.bench.datasets import MNIST, verify
-    from sslbench.bench.runner import run_grid
-    from sslbench.bench.store import RunStore, grid_study_name, latest_by_cell
+    from sslbench.bench.core.config import get_profile
+    from sslbench.bench.core.datasets import MNIST, verify
+    from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.store.runstore import RunStore, grid_study_name, latest_by_cell
 
     del deadline  # the epochs were fitted to it by the parent, which kills at the budget
     sizes, epochs = options.sizes, options.epochs_slice
@@ -761,7 +761,7 @@ def child_slice(options: Options, deadline: float, partial: SectionFile, workers
 def _epoch_cost_s(record: dict[str, Any]) -> float:
     """A run's steady epoch: training steps plus evaluation, median over epochs after the
     first (its job's: the runs of a stack share them)."""
-    from sslbench.bench.throughput import steady_median
+    from sslbench.bench.core.throughput import steady_median
 
     curves = record["curves"]
     return steady_median(curves["epoch_seconds"]) + steady_median(curves["eval_seconds"])
@@ -862,8 +862,8 @@ def environment(device_name: str) -> dict[str, Any]:
     """What produced the figures: device, driver, CUDA, cuDNN, torch, commit, cores."""
     import torch
 
-    from sslbench.bench.precision import native_bf16
-    from sslbench.bench.record import environment as record_environment
+    from sslbench.bench.core.precision import native_bf16
+    from sslbench.bench.core.record import environment as record_environment
 
     device = torch.device(device_name)
     env = record_environment(device)
@@ -1035,7 +1035,7 @@ def _log(message: str) -> None:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    from sslbench.bench.datasets import default_root
+    from sslbench.bench.core.datasets import default_root
 
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
                         help="device to check (default auto: CUDA when there is one)")
@@ -1068,7 +1068,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace, resolve: bool = True) -> Options:
     """Checked options; UserError for an absent device or an impossible number."""
-    from sslbench.bench.train import resolve_device
+    from sslbench.bench.core.train import resolve_device
 
     device = str(resolve_device(args.device)) if resolve else args.device
     if not args.budget_s > 0:
@@ -1118,7 +1118,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sslbench.bench.gpucheck",
+    parser = argparse.ArgumentParser(prog="python -m sslbench.bench.measure.gpucheck",
                                      description=__doc__.splitlines()[0])
     add_options(parser)
     # A section's own process, started by the check (not for users).

@@ -1,0 +1,1 @@
+"""The `sslbench` command: its parser and one handler per command (`main`)."""

@@ -1,0 +1,2 @@
+"""Measurement: `sslbench bench` against the naive pipeline, the CPU roofline, and the
+one-call GPU check."""

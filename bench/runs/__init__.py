@@ -1,0 +1,2 @@
+"""Many runs: the grid runner, the process pool, live progress, searches, a search's final
+grid, and `ablate --until-decided`."""
