@@ -48,8 +48,9 @@ def run_one(config: RunConfig, *, device: str = "auto", data_root: Path | None =
     import torch
 
     from sslbench.bench.core.datasets import default_root, get_dataset, verify
+    from sslbench.bench.core.device import resolve_device
     from sslbench.bench.core.record import build_record, git_commit
-    from sslbench.bench.core.train import resolve_device, single_run
+    from sslbench.bench.core.train import single_run
 
     git_commit()  # the code that trains, read before it does
     root = data_root or default_root()

@@ -14,14 +14,9 @@ import pandas as pd
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import Grid, Variant
 from sslbench.bench.errors import ConfigError, UserError
+from sslbench.bench.store.names import grid_study_name, grid_study_prefix, stored_profile_key
 from sslbench.bench.store.queue import DEFAULT_GRACE_S, owner_gone
-from sslbench.bench.store.runstore import (
-    CellRun,
-    RunStore,
-    grid_study_name,
-    latest_by_cell,
-    legacy_variant_name,
-)
+from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell, legacy_variant_name
 from sslbench.reports import figures, planning, tables
 from sslbench.reports.stats import ALPHA, DEFAULT_SESOI
 
@@ -54,8 +49,9 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, int] | None = None,
 
 def stored_profiles(store: RunStore, grid: str) -> list[str]:
     """The profiles (with `@SETTINGS` for labeled sets) of the grid's studies in the store."""
-    prefix = f"grid:{grid}:"
-    return sorted(n.removeprefix(prefix) for n in store.study_names() if n.startswith(prefix))
+    prefix = grid_study_prefix(grid)
+    return sorted(stored_profile_key(n, grid) for n in store.study_names()
+                  if n.startswith(prefix))
 
 
 def resolve_profile(store: RunStore, grid: str, profile: str | None) -> str:
@@ -321,7 +317,7 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     before the protocol (a search's summary)."""
     if not (math.isfinite(sesoi) and sesoi > 0):
         raise UserError(f"--sesoi must be a positive number of accuracy points, got {sesoi}")
-    if not any(n.startswith(f"grid:{grid_name}:") for n in store.study_names()):
+    if not any(n.startswith(grid_study_prefix(grid_name)) for n in store.study_names()):
         get_grid(grid_name)  # an unknown grid is named as such before anything else
     profile = resolve_profile(store, grid_name, profile)
     grid = _grid(store, grid_name, profile)

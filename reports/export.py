@@ -23,10 +23,8 @@ from sslbench.bench.core.config import config_from_dict
 from sslbench.bench.core.schema import Record
 from sslbench.bench.errors import UserError
 from sslbench.bench.files import check_writable
-from sslbench.bench.store.identity import SETTINGS_SEPARATOR
+from sslbench.bench.store.names import grid_study_parts, is_grid_study
 from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell
-
-GRID_PREFIX = "grid:"  # bench.store.grid_study_name: grid:NAME:PROFILE[@SETTINGS]
 
 # The fixed columns, in order; runs also get one `config.<section>.<key>` column per key.
 RUN_COLUMNS = [
@@ -46,13 +44,6 @@ CURVE_COLUMNS = [
 ]
 
 
-def _study_parts(name: str) -> tuple[str, str, str]:
-    """grid:NAME:PROFILE[@SETTINGS] -> (NAME, PROFILE, SETTINGS or "")."""
-    grid, _, rest = name.removeprefix(GRID_PREFIX).partition(":")
-    profile, _, settings = rest.partition(SETTINGS_SEPARATOR)
-    return grid, profile, settings
-
-
 def _flat_config(config: dict[str, Any] | None) -> dict[str, Any]:
     """`config.<section>.<key>` columns, as this code reads the config: a record stored
     before methods owned their knobs shows its method's own keys, as a new one does."""
@@ -68,7 +59,7 @@ def _flat_config(config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _run_row(study: str, run: CellRun) -> dict[str, Any]:
-    grid, profile, settings = _study_parts(study)
+    grid, profile, settings = grid_study_parts(study)
     row: dict[str, Any] = {
         "study": study, "grid": grid, "profile": profile, "settings": settings,
         "cell": run.cell, "variant": run.variant, "seed": run.seed, "state": run.state,
@@ -98,7 +89,7 @@ def _run_row(study: str, run: CellRun) -> dict[str, Any]:
 def _curve_rows(study: str, run: CellRun) -> list[dict[str, Any]]:
     if run.state != "COMPLETE" or run.record is None:
         return []
-    grid, profile, settings = _study_parts(study)
+    grid, profile, settings = grid_study_parts(study)
     record = Record.from_dict(run.record)
     per_epoch = {k: v for k, v in record.curves.items() if isinstance(v, list)}
     epochs = len(per_epoch.get("test_accuracy") or per_epoch.get("train_loss") or [])
@@ -117,8 +108,8 @@ def _ordered(rows: Sequence[dict[str, Any]], fixed: Sequence[str]) -> pd.DataFra
 
 def export_frames(store: RunStore, grid: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, curves) of every grid study in the store, or of `grid`'s studies only."""
-    studies = [name for name in store.study_names() if name.startswith(GRID_PREFIX)
-               and (grid is None or _study_parts(name)[0] == grid)]
+    studies = [name for name in store.study_names() if is_grid_study(name)
+               and (grid is None or grid_study_parts(name)[0] == grid)]
     if not studies:
         what = f"grid {grid!r}" if grid else "any grid"
         raise UserError(f"{store.url} holds no runs of {what}; check --storage (and --grid)")

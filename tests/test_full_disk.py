@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sslbench.bench.store.runstore import RunStore, grid_study_name
+from sslbench.bench.store.names import grid_study_name
+from sslbench.bench.store.runstore import RunStore
 
 GRID = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--seeds", "1", "--workers", "1",
         "--set", "train.epochs=1"]

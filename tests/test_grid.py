@@ -18,7 +18,8 @@ from scipy import stats
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import GRIDS, Grid, Variant
 from sslbench.bench.runs.runner import run_grid
-from sslbench.bench.store.runstore import RunStore, grid_study_name, latest_by_cell
+from sslbench.bench.store.names import grid_study_name
+from sslbench.bench.store.runstore import RunStore, latest_by_cell
 from sslbench.methods import Method, StepLosses, registry
 from sslbench.reports.build import write_report
 

@@ -15,7 +15,8 @@ from sslbench.ablations import get_grid
 from sslbench.bench.core.config import DataConfig
 from sslbench.bench.core.data import prepare
 from sslbench.bench.runs.runner import plan_cells
-from sslbench.bench.store.runstore import RunStore, grid_study_name
+from sslbench.bench.store.names import grid_study_name
+from sslbench.bench.store.runstore import RunStore
 from sslbench.methods import method_names
 from sslbench.reports.stats import t_interval, tail_median
 

@@ -113,8 +113,8 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
     from sslbench.bench.core.record import build_record
     from sslbench.bench.core.train import single_run
     from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.store.names import grid_study_name
     from sslbench.bench.store.queue import claim_cell
-    from sslbench.bench.store.runstore import grid_study_name
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)

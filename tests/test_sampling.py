@@ -163,8 +163,9 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     import optuna
 
     from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.store.names import grid_study_name
     from sslbench.bench.store.queue import claim_cell
-    from sslbench.bench.store.runstore import RunStore, grid_study_name
+    from sslbench.bench.store.runstore import RunStore
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)

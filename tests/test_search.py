@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from sslbench.bench.core.datasets import MNIST, raw_dir
-from sslbench.bench.runs.search import SEARCH_SEED_BASE, study_name
+from sslbench.bench.runs.search import SEARCH_SEED_BASE
+from sslbench.bench.store.names import search_study_name
 from sslbench.bench.store.runstore import RunStore
 
 SHORT = ["--profile", "smoke", "--set", "train.epochs=3", "--set", "data.train_size=800",
@@ -25,7 +26,7 @@ def sslbench(*args: str) -> subprocess.CompletedProcess:
 
 
 def load(url: str, space: str = "temporal_ensembling") -> optuna.Study:
-    return optuna.load_study(study_name=study_name(space, "smoke"),
+    return optuna.load_study(study_name=search_study_name(space, "smoke"),
                              storage=RunStore(url, create=False).storage)
 
 

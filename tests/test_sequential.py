@@ -114,7 +114,8 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
     and gets no more seeds; the harmless change stays open and gets every round. Run again,
     nothing reruns and the decisions replay; the report states the rule and the rounds."""
     from sslbench.bench.runs.adaptive import run_until_decided
-    from sslbench.bench.store.runstore import RunStore, grid_study_name
+    from sslbench.bench.store.names import grid_study_name
+    from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.build import write_report
 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")

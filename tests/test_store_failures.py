@@ -10,8 +10,9 @@ import time
 import pytest
 
 from sslbench.bench.runs.progress import Progress
+from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.queue import claim_cell
-from sslbench.bench.store.runstore import RunStore, grid_study_name, host_name
+from sslbench.bench.store.runstore import RunStore, host_name
 from sslbench.reports.build import _running
 
 

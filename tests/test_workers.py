@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from sslbench.bench.store.runstore import RunStore, grid_study_name, host_name, latest_by_cell
+from sslbench.bench.store.names import grid_study_name
+from sslbench.bench.store.runstore import RunStore, host_name, latest_by_cell
 from tests.test_grid import sslbench, wait_for
 
 ENV_POSTGRES = "SSLBENCH_TEST_POSTGRES"

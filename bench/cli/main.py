@@ -23,10 +23,7 @@ from typing import Any
 
 from sslbench.bench.errors import DivergedError, Interrupted, UserError
 from sslbench.bench.files import check_writable, write_json_atomic
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from sslbench.bench.messages import say
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -43,7 +40,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
     names = DATASETS.names() if args.dataset == "all" else [args.dataset]
     for name in names:
-        print(fetch(_data_root(args), get_dataset(name), log=_log))
+        print(fetch(_data_root(args), get_dataset(name), log=say))
     return 0
 
 
@@ -54,8 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sslbench.bench.core.checkpoint import load as load_checkpoint
     from sslbench.bench.core.config import build_config, parse_set_args
     from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.core.device import resolve_device
     from sslbench.bench.core.record import build_record, git_commit
-    from sslbench.bench.core.train import EpochSummary, resolve_device, single_run
+    from sslbench.bench.core.train import EpochSummary, single_run
     from sslbench.bench.runs.runner import default_threads
 
     git_commit()  # the code that trains, read before it does
@@ -75,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def progress(s: EpochSummary) -> None:
         left = s.elapsed_seconds / (s.epoch + 1) * (s.epochs - s.epoch - 1)
-        _log(f"epoch {s.epoch + 1}/{s.epochs}  sup {s.supervised_loss[0]:.4f}  "
+        say(f"epoch {s.epoch + 1}/{s.epochs}  sup {s.supervised_loss[0]:.4f}  "
              f"unsup {s.unsupervised_loss[0]:.5f}  w {s.weight:.4f}  "
              f"test acc {s.test_accuracy[0]:.2%}  {s.train_images_per_s:,.0f} img/s  "
              f"{s.epoch_seconds:.1f} s  ~{left:.0f} s left")
@@ -83,10 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy = CheckpointPolicy(Path(args.checkpoint) if args.checkpoint
                               else out.with_suffix(".ckpt"), every_epochs=args.checkpoint_every)
     resumable = load_checkpoint(policy.path, config.config_hash(), [config.seed], device)
-    _log(f"run {config.config_hash()}: {args.method}, seed {args.seed}, profile {args.profile}, "
+    say(f"run {config.config_hash()}: {args.method}, seed {args.seed}, profile {args.profile}, "
          f"{config.train.epochs} epochs, device {device}")
     if resumable is not None:  # checked first: a checkpoint of another run is an error
-        _log(f"resuming from epoch {int(resumable['epoch']) + 1} of {policy.path}")
+        say(f"resuming from epoch {int(resumable['epoch']) + 1} of {policy.path}")
         del resumable
     started = dt.datetime.now(dt.UTC)
     with stop_on_signals(policy.stop):
@@ -164,7 +162,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UserError(f"--sesoi must be a positive number of accuracy points, got "
                         f"{args.sesoi}")
     if args.workers is None:
-        from sslbench.bench.core.train import resolve_device
+        from sslbench.bench.core.device import resolve_device
 
         args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     if args.workers < 1:
@@ -189,7 +187,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.until_decided:
         return _until_decided(args, store, options)
     outcome = run_grid(args.grid, args.profile, seeds, store=store,
-                       variants=args.variants, log=_log, **options)
+                       variants=args.variants, log=say, **options)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
@@ -203,7 +201,7 @@ def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]
 
     outcome = run_until_decided(args.grid, args.profile, store=store, max_seeds=args.max_seeds,
                                 round_size=args.round, sesoi=args.sesoi,
-                                variants=args.variants, log=_log, **options)
+                                variants=args.variants, log=say, **options)
     for c in outcome.comparisons:
         where = (f"at round {c.round}, {c.seeds} seeds" if c.round
                  else f"open after {args.max_seeds} seeds (the budget)")
@@ -256,7 +254,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_writable(out)
         path = finalize(args.storage, args.space, args.profile, seeds=args.final_seeds,
                         workers=workers, device=args.device, data_root=_data_root(args),
-                        out=out, threads=args.threads, log=_log)
+                        out=out, threads=args.threads, log=say)
         if path is None:
             return _stopped()
         print(f"final comparison written: {path}")
@@ -271,7 +269,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     verify(_data_root(args), get_dataset(settings.overrides.get("data.dataset", "mnist")),
            test=False)
     study = run_search(settings, args.storage, workers=workers, device=args.device,
-                       data_root=_data_root(args), threads=args.threads, log=_log)
+                       data_root=_data_root(args), threads=args.threads, log=say)
     print("\n".join(summary_lines(study)))
     print(f"next: sslbench search --space {args.space} --profile {args.profile} --storage "
           f"{args.storage} --finalize")
@@ -291,7 +289,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sslbench.bench.store.identity import study_suffix
+    from sslbench.bench.store.names import settings_suffix
     from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.build import write_report
 
@@ -300,7 +298,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     check_writable(out)
     profile = args.profile
     if args.settings is not None:
-        suffix = study_suffix(args.settings)
+        suffix = settings_suffix(args.settings)
         if profile is None:
             from sslbench.reports.build import stored_profiles
 

@@ -26,6 +26,7 @@ import torch
 
 from sslbench.bench.core.model import augment, draw_randomness, network
 from sslbench.bench.core.precision import pass_context
+from sslbench.bench.core.step import apply_losses
 from sslbench.methods import Batch, StepLosses
 
 if TYPE_CHECKING:
@@ -107,11 +108,7 @@ class GraphedStep:
         batch = Batch(indices=static.indices,
                       labels=state.data.run_labels.gather(1, static.indices), forward=one_pass)
         losses = state.method.losses(one_pass(state.params), batch, epoch)
-        total = losses.supervised + static.weight * losses.unsupervised
-        total.sum().backward()
-        state.optimizer.step()
-        state.method.after_step(epoch)
-        state.sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
+        apply_losses(state, losses, static.weight, epoch)
         return losses
 
     def __call__(self, indices: torch.Tensor, weight: torch.Tensor, epoch: int) -> StepLosses:

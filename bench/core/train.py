@@ -41,21 +41,10 @@ from sslbench.bench.core.model import NetworkFn, Params, augment, forward, init_
 from sslbench.bench.core.precision import pass_context, resolve
 from sslbench.bench.core.sampling import BatchPlan, batch_plan, epoch_order
 from sslbench.bench.core.seeds import generator
+from sslbench.bench.core.step import apply_losses
 from sslbench.bench.core.throughput import peak_memory_mib, reset_peak_memory
-from sslbench.bench.errors import DivergedError, UserError
+from sslbench.bench.errors import DivergedError
 from sslbench.methods import Batch, Method, MethodContext, StepLosses, get_method
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but no CUDA device is available; "
-                        f"use --device cpu or --device auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -208,13 +197,8 @@ def train_step(state: TrainState, indices: torch.Tensor, weight: torch.Tensor,
     batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
                   forward=another_pass)
     losses = state.method.losses(another_pass(state.params), batch, epoch)
-    total = losses.supervised + weight * losses.unsupervised  # (R,)
     state.optimizer.zero_grad(set_to_none=True)
-    # Runs are independent: the gradient of the sum is each run's own gradient.
-    total.sum().backward()
-    state.optimizer.step()
-    state.method.after_step(epoch)
-    state.sums += torch.stack([losses.supervised, losses.unsupervised, total]).detach()
+    apply_losses(state, losses, weight, epoch)
     return losses
 
 

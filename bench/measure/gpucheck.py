@@ -51,6 +51,7 @@ from typing import IO, Any
 
 from sslbench.bench.errors import UserError
 from sslbench.bench.files import check_writable, write_text_atomic
+from sslbench.bench.messages import Log, say
 
 SECTIONS = ("correctness", "bench", "profile", "paper_slice")
 DEFAULT_BUDGET_S = 480.0  # about 8 of the 15 minutes a GPU machine is lent, start-up included
@@ -65,7 +66,6 @@ PROFILE_EPOCH = 1  # steps as in epoch 2: w(t) > 0, the ensemble targets in use
 TAIL_LINES = 12  # of a traceback or a log, kept in results.json
 EVAL_SHARE = 1.2  # a grid epoch's cost over its training steps alone: evaluation, records
 
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -495,7 +495,7 @@ def child_bench(options: Options, deadline: float, partial: SectionFile) -> dict
             result["skipped"][planned.name] = (f"budget: needs ~{longest_s:.0f} s, "
                                                f"{max(left, 0):.0f} s left")
             continue
-        _log(f"bench: {planned.name}: {planned.what} ...")
+        say(f"bench: {planned.name}: {planned.what} ...")
         started = time.monotonic()
         measurement = speed.summarize(planned.name, planned.what, planned.runs,
                                       speed.run_processes(planned.jobs))
@@ -505,7 +505,7 @@ def child_bench(options: Options, deadline: float, partial: SectionFile) -> dict
         result["measurements"][planned.name] = {
             **asdict(measurement), "grid_config": planned.grid_config,
             "wall_s": round(wall_s, 1)}
-        _log(f"bench: {planned.name}: {measurement.images_per_s:,.0f} train img/s, "
+        say(f"bench: {planned.name}: {measurement.images_per_s:,.0f} train img/s, "
              f"{measurement.epoch_seconds:.2f} s/epoch ({wall_s:.0f} s)")
         result.update(ratios=speed.ratios(measured, settings.stack),
                       fastest=fastest_config(result["measurements"], options.sizes.slice_seeds))
@@ -560,7 +560,7 @@ def child_profile(options: Options, deadline: float, partial: SectionFile) -> di
                               "warmup_steps": sizes.profile_warmup_steps,
                               "steps": sizes.profile_steps, "stacks": {}}
     for runs in sizes.profile_stacks:
-        _log(f"profile: stack of {runs} ...")
+        say(f"profile: stack of {runs} ...")
         figures, table = profile_stack(config, runs, options)
         write_text_atomic(options.out / f"profile-stack{runs}.txt", table)
         result["stacks"][str(runs)] = {**figures, "table": f"profile-stack{runs}.txt"}
@@ -714,7 +714,8 @@ def child_slice(options: Options, deadline: float, partial: SectionFile, workers
     from sslbench.bench.core.config import get_profile
     from sslbench.bench.core.datasets import MNIST, verify
     from sslbench.bench.runs.runner import run_grid
-    from sslbench.bench.store.runstore import RunStore, grid_study_name, latest_by_cell
+    from sslbench.bench.store.names import grid_study_name
+    from sslbench.bench.store.runstore import RunStore, latest_by_cell
 
     del deadline  # the epochs were fitted to it by the parent, which kills at the budget
     sizes, epochs = options.sizes, options.epochs_slice
@@ -735,7 +736,7 @@ def child_slice(options: Options, deadline: float, partial: SectionFile, workers
                            variants=list(sizes.slice_variants) or None,
                            overrides={"train.epochs": str(epochs)}, workers=workers,
                            device=options.device, data_root=options.root,
-                           checkpoint_dir=Path(checkpoints), stack=stack, log=_log)
+                           checkpoint_dir=Path(checkpoints), stack=stack, log=say)
     wall_s = time.monotonic() - started
     study = store.find_study(grid_study_name(GRID, sizes.slice_profile))
     cells = latest_by_cell(store.cell_runs(study)) if study is not None else {}
@@ -1027,8 +1028,6 @@ def _render_slice(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -1068,7 +1067,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace, resolve: bool = True) -> Options:
     """Checked options; UserError for an absent device or an impossible number."""
-    from sslbench.bench.core.train import resolve_device
+    from sslbench.bench.core.device import resolve_device
 
     device = str(resolve_device(args.device)) if resolve else args.device
     if not args.budget_s > 0:
@@ -1111,9 +1110,9 @@ def command(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     check_writable(options.out)
     with stop_on_signals():
-        doc = run_check(options, _log)
+        doc = run_check(options, say)
     print(render_summary(doc))
-    _log(f"gpucheck: wrote {options.out / 'results.json'} and {options.out / 'summary.md'}")
+    say(f"gpucheck: wrote {options.out / 'results.json'} and {options.out / 'summary.md'}")
     return 0 if passed(doc) else 1
 
 

@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import platform
-import sys
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.errors import UserError
 from sslbench.bench.files import check_writable, write_text_atomic
+from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.pool import WorkerPool, worker_barrier
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ STACK_TARGET = 5.0  # GPU: S stacked runs should give >= 5x the img/s of S seque
 MIN_TRAIN_SIZE = 100  # the labeled images of the mnist100 protocol
 BARRIER_TIMEOUT_S = 600.0  # generous: a cold machine may take minutes to import and load
 
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -417,8 +416,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    from sslbench.bench.core.device import resolve_device
     from sslbench.bench.core.precision import native_bf16
-    from sslbench.bench.core.train import resolve_device
 
     device = resolve_device(args.device)  # UserError for an unknown or absent device
     on_cpu = device.type == "cpu"
@@ -431,8 +430,6 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
                          bf16=bf16)
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -441,10 +438,10 @@ def command(args: argparse.Namespace) -> int:
     validate(settings)  # before the output folder is touched
     out = Path(args.out).expanduser()
     check_writable(out)
-    doc = run_bench(settings, log=_log)
+    doc = run_bench(settings, log=say)
     markdown = render_markdown(doc)
     write_text_atomic(out / "bench.json", json.dumps(doc, indent=1) + "\n")
     write_text_atomic(out / "bench.md", markdown)
     print(markdown)
-    _log(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    say(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

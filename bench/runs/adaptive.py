@@ -19,7 +19,8 @@ import pandas as pd
 from sslbench.ablations import get_grid
 from sslbench.bench.errors import UserError
 from sslbench.bench.runs.runner import run_grid
-from sslbench.bench.store.runstore import RunStore, grid_study_name
+from sslbench.bench.store.names import grid_study_name
+from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import sequential, tables
 from sslbench.reports.build import load_runs
 

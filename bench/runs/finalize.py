@@ -13,15 +13,14 @@ from optuna.trial import TrialState
 
 from sslbench.ablations.grid import Grid
 from sslbench.bench.errors import UserError
+from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.runner import run_grid
 from sslbench.bench.runs.search import (
     SEARCH_SEED_BASE,
-    Log,
-    _stderr,
     final_grid,
-    study_name,
     summary_lines,
 )
+from sslbench.bench.store.names import grid_study_name, search_study_name
 from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
 from sslbench.reports.build import write_report
 
@@ -56,21 +55,21 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Path]:
 
 def finalize(url: str, space: str, profile: str, *, seeds: int, workers: int, device: str,
              data_root: Path, out: Path, threads: int | None = None,
-             log: Log = _stderr) -> Path | None:
+             log: Log = say) -> Path | None:
     """Run the final comparison (resumable, stored like a grid) and write its report with
     the search's summary and Optuna's figures; returns report.md's path, or None when a
     stop was asked (the finished cells are kept)."""
     store = RunStore(url, create=False)
-    name = study_name(space, profile)
+    name = search_study_name(space, profile)
     if store.find_study(name) is None:
         raise UserError(f"the store {url} has no search {name!r}; run `sslbench search "
                         f"--space {space} --profile {profile}` first")
     study = optuna.load_study(study_name=name, storage=store.storage)
     grid = final_grid(study)
     overrides = study.user_attrs["settings"]["overrides"]  # the search's --set, no val split
-    store.study_id(f"grid:{grid.name}:{profile}", {"grid": grid.name, "profile": profile,
-                                                    "kind": "final", "search": name,
-                                                    "variants": _variants_attr(grid)})
+    store.study_id(grid_study_name(grid.name, profile), {"grid": grid.name, "profile": profile,
+                                                         "kind": "final", "search": name,
+                                                         "variants": _variants_attr(grid)})
     outcome = run_grid(grid.name, profile, list(range(seeds)), store=store,
                        overrides=overrides, workers=workers, device=device, threads=threads,
                        data_root=data_root, checkpoint_dir=default_checkpoint_dir(url), log=log)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -31,12 +30,15 @@ from sslbench.ablations.grid import Grid
 from sslbench.bench.core.checkpoint import CheckpointPolicy
 from sslbench.bench.core.config import RunConfig, build_config, config_from_dict
 from sslbench.bench.core.cost import duration, estimate, measured_run_seconds
+from sslbench.bench.core.device import resolve_device
 from sslbench.bench.core.record import build_record, git_commit
-from sslbench.bench.core.train import Stopped, resolve_device, train_until_stopped
+from sslbench.bench.core.train import Stopped, train_until_stopped
 from sslbench.bench.errors import DivergedError
+from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.pool import WorkerPool, report, worker_stop
 from sslbench.bench.runs.progress import Progress
-from sslbench.bench.store.identity import check_same_settings, study_suffix
+from sslbench.bench.store.identity import check_same_settings
+from sslbench.bench.store.names import grid_study_name, settings_suffix
 from sslbench.bench.store.queue import (
     DEFAULT_GRACE_S,
     HEARTBEAT_S,
@@ -49,7 +51,7 @@ from sslbench.bench.store.queue import (
     settle,
     tidy_claims,
 )
-from sslbench.bench.store.runstore import RunStore, grid_study_name, latest_by_cell
+from sslbench.bench.store.runstore import RunStore, latest_by_cell
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,7 @@ def open_grid_study(store: RunStore, grid_name: str, profile: str, settings: str
                     cells: Sequence[Cell]) -> int:
     """The grid's study in the store, created if new. A store holding the grid's cells with
     other settings is refused (bench.identity) unless `settings` names a separate set."""
-    profile_key = profile + study_suffix(settings)
+    profile_key = profile + settings_suffix(settings)
     name = grid_study_name(grid_name, profile_key)
     existing = store.find_study(name)
     if existing is not None:
@@ -381,7 +383,7 @@ def run_grid(grid_name: str, profile: str, seeds: Sequence[int], *, store: RunSt
              checkpoint_dir: Path | None = None, checkpoint_every: int = 1,
              grace_s: float = DEFAULT_GRACE_S, wait_for_others: bool = True,
              stack: int | None = None, settings: str | None = None,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+             log: Log = say
              ) -> GridOutcome:
     """Run every unfinished cell of the grid, claiming each in the store (bench.queue).
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,12 @@ from optuna.trial import TrialState
 
 from sslbench.ablations.grid import Grid, Variant, get_grid, register_grid
 from sslbench.ablations.spaces import get_space
-from sslbench.bench.core.train import EpochSummary, resolve_device, train_stack
+from sslbench.bench.core.device import resolve_device
+from sslbench.bench.core.train import EpochSummary, train_stack
 from sslbench.bench.errors import ConfigError, DivergedError, UserError
+from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.pool import WorkerPool
+from sslbench.bench.store.names import search_study_name
 from sslbench.bench.store.queue import (
     DEFAULT_GRACE_S,
     HEARTBEAT_S,
@@ -46,11 +47,8 @@ from sslbench.bench.store.queue import (
 from sslbench.bench.store.runstore import RunStore, is_sqlite
 
 SEARCH_SEED_BASE = 1000
-Log = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -80,10 +78,6 @@ class SearchSettings:
         return {**self.overrides, "data.val_size": str(self.val_size)}
 
 
-def study_name(space: str, profile: str) -> str:
-    return f"search:{space}:{profile}"
-
-
 def check_settings(settings: SearchSettings) -> None:
     get_space(settings.space)
     for name, value, low in (("--trials", settings.trials, 1),
@@ -97,7 +91,7 @@ def check_settings(settings: SearchSettings) -> None:
 
 def open_study(store: RunStore, settings: SearchSettings, worker: int = 0) -> optuna.Study:
     epochs = _probe_config(settings).train.epochs
-    name = study_name(settings.space, settings.profile)
+    name = search_study_name(settings.space, settings.profile)
     study_id = store.find_study(name)
     stored_trials = (len(store.storage.get_all_trials(study_id, deepcopy=False))
                      if study_id is not None else 0)
@@ -179,7 +173,7 @@ def refuse_unsafe_sqlite(store: RunStore, settings: SearchSettings, workers: int
             "a postgresql:// URL (many machines)")
     if workers > 1:
         raise UserError(f"a SQLite store is not safe for {workers} search workers; {hint}")
-    study_id = store.find_study(study_name(settings.space, settings.profile))
+    study_id = store.find_study(search_study_name(settings.space, settings.profile))
     if study_id is None:
         return
     for trial in store.storage.get_all_trials(study_id, deepcopy=False,
@@ -193,7 +187,7 @@ def refuse_unsafe_sqlite(store: RunStore, settings: SearchSettings, workers: int
 
 
 def search_worker(settings: SearchSettings, url: str, device_name: str, data_root: str,
-                  worker: int = 0, log: Log = _stderr) -> int:
+                  worker: int = 0, log: Log = say) -> int:
     """Run trials until the study holds `settings.trials` finished ones; return how many
     this worker ran. Trials are popped with Optuna's `ask` (queued retries first)."""
     device = resolve_device(device_name)
@@ -257,7 +251,7 @@ def _params(params: dict[str, Any]) -> str:
 
 def run_search(settings: SearchSettings, url: str, *, workers: int, device: str,
                data_root: Path, threads: int | None = None,
-               log: Log = _stderr) -> optuna.Study:
+               log: Log = say) -> optuna.Study:
     check_settings(settings)
     _probe_config(settings)
     store = RunStore(url)

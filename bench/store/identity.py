@@ -16,8 +16,6 @@ from typing import Any
 from sslbench.bench.core.config import config_from_dict
 from sslbench.bench.errors import ConfigError, UserError
 
-SETTINGS_SEPARATOR = "@"  # grid:NAME:PROFILE@SETTINGS names a labeled set of cells
-
 
 def stored_run_id(config: Mapping[str, Any]) -> str | None:
     """The run id of a stored config dict, or None when this code cannot read it."""
@@ -81,10 +79,3 @@ def check_same_settings(cells: Sequence[Any],
                         f"runs as a separate, labeled set of cells")
 
 
-def study_suffix(settings: str | None) -> str:
-    if settings is None:
-        return ""
-    if not settings or not settings.replace("-", "").replace("_", "").isalnum():
-        raise UserError(f"--settings {settings!r} must be a short name of letters, digits, "
-                        f"- and _")
-    return SETTINGS_SEPARATOR + settings

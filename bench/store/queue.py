@@ -40,6 +40,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sslbench.bench.store.names import claim_prefix
 from sslbench.bench.store.runstore import CellRun, RunStore, host_name, when_not_busy, writing
 
 # Heartbeats of running cells and trials: written every HEARTBEAT_S seconds; an owner
@@ -67,10 +68,6 @@ class JobResult:
 
 
 # -- claim -------------------------------------------------------------------------------
-
-
-def claim_prefix(study_name: str) -> str:
-    return f"claim:{study_name}:"
 
 
 def claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: int,

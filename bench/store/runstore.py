@@ -73,10 +73,6 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def grid_study_name(grid: str, profile: str) -> str:
-    return f"grid:{grid}:{profile}"
-
-
 @dataclass(frozen=True)
 class CellRun:
     """One attempt at a cell, as stored."""
