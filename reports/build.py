@@ -1,13 +1,13 @@
-"""The report: markdown, CSV tables and seaborn figures of one grid, from the store alone."""
+"""The report of one grid, from the store alone: gather its data (ReportData), write the CSV
+tables and seaborn figures, and report.md (rendered by markdown.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -15,36 +15,11 @@ from sslbench.ablations import get_grid
 from sslbench.ablations.grid import Grid, Variant
 from sslbench.bench.errors import ConfigError, UserError
 from sslbench.bench.store.names import grid_study_name, grid_study_prefix, stored_profile_key
-from sslbench.bench.store.queue import DEFAULT_GRACE_S, owner_gone
 from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell, legacy_variant_name
 from sslbench.reports import figures, planning, tables
-from sslbench.reports.stats import ALPHA, DEFAULT_SESOI
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if abs(value) < 10 ** -digits and value != 0:
-            return f"{value:.1e}"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def markdown_table(frame: pd.DataFrame, formats: dict[str, int] | None = None,
-                   index: bool = False) -> str:
-    """A GitHub markdown table; `formats` gives decimals per float column (default 2)."""
-    formats = formats or {}
-    data = frame.reset_index() if index else frame
-    header = "| " + " | ".join(str(c) for c in data.columns) + " |"
-    rule = "|" + "|".join("---" for _ in data.columns) + "|"
-    lines = [header, rule]
-    # Column by column, so integer columns stay integers (iterrows would upcast them).
-    columns = [data[c].tolist() for c in data.columns]
-    for row in zip(*columns, strict=True):
-        cells = [_fmt(v, formats.get(str(c), 2)) for c, v in zip(data.columns, row, strict=True)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+from sslbench.reports.markdown import _running as _running  # test_store_failures imports it
+from sslbench.reports.markdown import render_report
+from sslbench.reports.stats import DEFAULT_SESOI
 
 
 def stored_profiles(store: RunStore, grid: str) -> list[str]:
@@ -119,57 +94,6 @@ def separate_settings(runs: list[CellRun]) -> list[CellRun]:
                     + str(r.seed)) if r.trial_id in renamed else r for r in runs]
 
 
-def _running(runs: Sequence[CellRun]) -> str:
-    """Running cells by name, told apart from stale ones whose owner is gone (a dead
-    process on this host, or no heartbeat for the default grace period)."""
-    live: list[str] = []
-    stale: list[str] = []
-    for run in runs:
-        if run.state == "RUNNING":
-            gone = owner_gone(run.owner, run.heartbeat, DEFAULT_GRACE_S)
-            (stale if gone else live).append(run.cell)
-    text = f"{len(live)} running" + (f": {', '.join(sorted(live))}" if live else "")
-    if stale:
-        text += (f"; {len(stale)} stale, their runner gone, resumed by the next `ablate`: "
-                 f"{', '.join(sorted(stale))}")
-    return text
-
-
-def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_shown: str
-              ) -> list[str]:
-    records = [r.record for r in runs if r.record is not None]
-    env = [rec["environment"] for rec in records]
-    configs = [rec["config"] for rec in records]
-    dirty = " (uncommitted changes)"
-    commits = sorted({e["git"]["commit"][:12] + (dirty if e["git"]["dirty"] else "") for e in env})
-    started = min((rec["started_at"] for rec in records), default="–")
-    finished = max((rec["finished_at"] for rec in records), default="–")
-    compute_h = sum(rec["throughput"]["total_seconds"] for rec in records) / 3600
-    epochs = sorted({c["train"]["epochs"] for c in configs})
-
-    def values(key: str) -> str:
-        found = sorted({str(c["data"][key] or "all") for c in configs}, key=lambda v: (len(v), v))
-        return ", ".join(found) or "–"
-
-    return [
-        f"- grid: `{grid}`, profile: `{profile}`, epochs: {', '.join(map(str, epochs))}",
-        f"- data: {values('dataset')}; labels: {values('num_labels')}; train images: "
-        f"{values('train_size')}; test images: {values('test_size')}",
-        f"- seeds: {', '.join(map(str, sorted({r.seed for r in runs})))} "
-        f"({len(records)} finished runs, "
-        f"{sum(r.state == 'FAIL' and r.failure_kind != 'interrupted' for r in runs)} failed, "
-        f"{sum(r.failure_kind == 'interrupted' for r in runs if r.state == 'FAIL')} "
-        f"interrupted and resumable, {_running(runs)})",
-        f"- device: {'; '.join(sorted({e['device'] for e in env}))}",
-        f"- torch {', '.join(sorted({e['torch'] for e in env}))}, torchvision "
-        f"{', '.join(sorted({e['torchvision'] for e in env}))}, python "
-        f"{', '.join(sorted({e['python'] for e in env}))}",
-        f"- git commit: {', '.join(commits)}",
-        f"- runs from {started} to {finished}; total training and evaluation time "
-        f"{compute_h:.2f} h (summed over runs)",
-        f"- store: {store_shown}",
-    ]
-
 
 def shown_store_url(url: str, out: Path) -> str:
     """The store URL as a report shows it, in markdown: a store file inside the git work
@@ -203,65 +127,8 @@ def _grid(store: RunStore, name: str, profile: str) -> Grid:
                     variants=tuple(Variant(**v) for v in stored), control=stored[0]["name"])
 
 
-PAIRED_NOTE = (
-    "Pairs are the seeds where both runs finished and neither collapsed (`dropped_seeds`: "
-    "the others). `mean_diff` in points (variant - baseline) with its 95% paired t interval; "
-    "`t_p` paired t-test, `wilcoxon_p` Wilcoxon signed-rank (exact; with n <= 5 it cannot "
-    "go below 0.0625); `holm_p` the t-test p Holm-adjusted; `tost_holm_p` the Holm-adjusted "
-    "two one-sided tests of equivalence within ±{sesoi:g} points; `wins`: seeds on which the "
-    "variant beat its baseline; `p_improve`: the probability that it does on a seed, with a "
-    "seeded bootstrap interval; `detectable`: the effect these seeds detect with 80% power "
-    "at alpha; `collapses` (variant vs baseline) compared by an exact McNemar test "
-    "(`collapse_p`). Verdict: better or worse when `holm_p` < alpha, equivalent when "
-    "`tost_holm_p` < alpha, else inconclusive with what could have been detected.")
-
-
-def _paired_table(paired: pd.DataFrame) -> str:
-    shown = paired.drop(columns=["decision", "wilcoxon_p", "d_z", "tost_p", "p_improve_low",
-                                 "p_improve_high", "sd_diff"])
-    return markdown_table(shown, {"n": 0, "t_p": 4, "holm_p": 4, "tost_holm_p": 4,
-                                  "collapse_p": 3, "detectable": 1})
-
-
-def _reproduction_section(reproduced: pd.DataFrame) -> list[str]:
-    if reproduced.empty:
-        return []
-    return [
-        "## Reproduction",
-        markdown_table(reproduced.drop(columns=["p"]), {"n": 0, "published_n": 0}),
-        "",
-        "Ours (runs that did not collapse) beside the published values, for each per-run "
-        "figure; the published figure is marked. Verdict: reproduced when the interval lies "
-        "within ±δ, inconclusive when it holds 0 but is wider, else above or below. "
-        "`diff` = ours - published in points, with "
-        "its 95% Welch interval against the published seeds (a one-sample t interval against "
-        "a single published figure); `published_sd_ddof0` is the population sd, as published.",
-        "",
-    ]
-
-
-def _stopping_section(store: RunStore, grid_name: str, profile: str) -> list[str]:
-    """The rule and each comparison's stopping round, when the grid ran --until-decided."""
-    study_id = store.find_study(grid_study_name(grid_name, profile))
-    stored = store.storage.get_study_user_attrs(study_id).get("until_decided") if study_id \
-        is not None else None
-    if not isinstance(stored, dict):
-        return []
-    lines = ["## Stopping rule (`ablate --until-decided`)", "",
-             f"Seeds were added {stored['round']} per round, up to {stored['max_seeds']}, "
-             f"only to comparisons still open. Rule: {stored['rule']} (family alpha "
-             f"{stored['alpha']}, δ = {stored['sesoi']:g} points; see reports/sequential.py).",
-             "", "| comparison | decision | stopped at round | seeds |", "|---|---|---|---|"]
-    for c in stored["comparisons"]:
-        where = (str(c["round"]), str(c["seeds"])) if c["round"] else ("budget spent",
-                                                                      str(stored["max_seeds"]))
-        lines.append(f"| {c['variant']} vs {c['baseline']} | {c['decision']} | {where[0]} "
-                     f"| {where[1]} |")
-    return [*lines, ""]
-
-
-def _comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
-                 ) -> tuple[dict[str, str | None], list[str]]:
+def comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
+                ) -> tuple[dict[str, str | None], list[str]]:
     """Each shown variant's baseline, and the variants whose comparison is the question.
 
     Cells relabeled when read (the pipeline baseline stored as `supervised`) keep the
@@ -288,33 +155,68 @@ def _comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
     return baselines, family
 
 
-def _next_step_section(steps: pd.DataFrame | None, frame: pd.DataFrame,
-                       sesoi: float) -> list[str]:
-    if steps is None:
-        return []
-    return [
-        "## Next step",
-        planning.next_step_line(steps, frame, sesoi, workers=2),
-        "",
-        markdown_table(steps.drop(columns=["decision"]),
-                       {"n": 0, "seeds_needed": 0, "seeds_to_add": 0, "hours_to_add": 1}),
-        "",
-        "Seeds needed for a two-sided paired t-test at alpha / m (the family's Bonferroni "
-        "level, Holm's first step) to detect δ with 80% power, from the sd of the paired "
-        "differences; the range uses the sd's 95% chi-square interval. Hours: the runs to add "
-        "(variant and baseline) at their median measured time, on 2 workers.",
-        "",
-    ]
+# The former private name, still imported by tests/test_figures.py and
+# reports/results/seeds-and-hours/table.py.
+
+WORKERS = 2  # the workers a report's next step plans for
 
 
-def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
-                 metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI,
-                 preamble: Sequence[str] = ()) -> Path:
-    """Write report.md, CSV tables and PNG figures into `out`; return report.md's path.
+def _until_decided(store: RunStore, grid_name: str, profile: str) -> dict | None:
+    """The stopping rule and rounds the grid stored when it ran `ablate --until-decided`."""
+    study_id = store.find_study(grid_study_name(grid_name, profile))
+    stored = store.storage.get_study_user_attrs(study_id).get("until_decided") if study_id \
+        is not None else None
+    return stored if isinstance(stored, dict) else None
 
-    `metric` is the per-run headline (tables.METRICS); `sesoi` the smallest effect of
-    interest in points, the equivalence margin of the verdicts; `preamble` markdown lines
-    before the protocol (a search's summary)."""
+
+@dataclass(frozen=True, eq=False)
+class ReportData:
+    """Everything a report shows, gathered from the store before anything is written.
+
+    `order`: the variants shown, the grid's then those it no longer defines (`undefined`);
+    `baselines`: each one's baseline or None; `family`: the compared variants that are the
+    grid's question (Holm-adjusted in `paired`), `checks` the others (`references`);
+    `steps` the next step per comparison (None without paired seeds) and `next_step` its
+    one-line summary. The frames are those of tables.py."""
+
+    grid_name: str
+    profile: str
+    grid: Grid
+    metric: str
+    sesoi: float
+    preamble: tuple[str, ...]
+    runs: list[CellRun]
+    until_decided: dict | None
+    frame: pd.DataFrame
+    order: list[str]
+    undefined: list[str]
+    summary: pd.DataFrame
+    seeds: pd.DataFrame
+    baselines: dict[str, str | None]
+    family: list[str]
+    checks: list[str]
+    paired: pd.DataFrame
+    references: pd.DataFrame
+    reproduced: pd.DataFrame
+    steps: pd.DataFrame | None
+    next_step: str | None
+    labels: pd.DataFrame
+    speed: pd.DataFrame
+    failures: pd.DataFrame
+    curves: pd.DataFrame
+
+    @property
+    def several_budgets(self) -> bool:
+        """Runs with more than one number of labels (an accuracy-by-labels section)."""
+        return bool(self.frame["num_labels"].nunique() > 1)
+
+
+def gather_report(store: RunStore, grid_name: str, profile: str | None,
+                  metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI,
+                  preamble: Sequence[str] = ()) -> ReportData:
+    """Read the grid's runs and compute every table of its report; write nothing.
+
+    UserError for a bad `sesoi`, an unknown grid or profile, or no finished runs."""
     if not (math.isfinite(sesoi) and sesoi > 0):
         raise UserError(f"--sesoi must be a positive number of accuracy points, got {sesoi}")
     if not any(n.startswith(grid_study_prefix(grid_name)) for n in store.study_names()):
@@ -332,126 +234,74 @@ def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path
     order += undefined
     summary = tables.variant_summary(frame, order)
     seeds = tables.per_seed(frame, order)
-    baselines, family = _comparisons(grid, runs, order)
+    baselines, family = comparisons(grid, runs, order)
     checks = [v for v in order if baselines[v] is not None and v not in family]
     paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi)
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
                                                  adjust=False)
     reproduced = tables.reproduction(frame, grid.references, profile, sesoi)
-    steps = planning.next_steps(paired, frame, sesoi, workers=2) if not paired.empty else None
-    labels = tables.by_labels(frame)
-    several_budgets = frame["num_labels"].nunique() > 1
-    speed = tables.throughput(frame, order)
-    failures = tables.failures_frame(runs)
-    curves = tables.curves_frame(runs)
+    steps = (planning.next_steps(paired, frame, sesoi, workers=WORKERS)
+             if not paired.empty else None)
+    return ReportData(
+        grid_name=grid_name, profile=profile, grid=grid, metric=metric, sesoi=sesoi,
+        preamble=tuple(preamble), runs=runs,
+        until_decided=_until_decided(store, grid_name, profile), frame=frame, order=order,
+        undefined=undefined, summary=summary, seeds=seeds, baselines=baselines, family=family,
+        checks=checks, paired=paired, references=references, reproduced=reproduced,
+        steps=steps, next_step=(planning.next_step_line(steps, frame, sesoi, workers=WORKERS)
+                                if steps is not None else None),
+        labels=tables.by_labels(frame), speed=tables.throughput(frame, order),
+        failures=tables.failures_frame(runs), curves=tables.curves_frame(runs))
 
+
+def write_artifacts(data: ReportData, out: Path) -> list[Path]:
+    """The CSV tables and the PNG figures into `out` (created); return the figures in the
+    order report.md shows them."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("runs", frame), ("summary", summary), ("per_seed", seeds),
-                        ("paired", paired), ("reference_checks", references),
-                        ("reproduction", reproduced), ("throughput", speed),
-                        ("failures", failures), ("by_labels", labels)):
+    for name, table in (("runs", data.frame), ("summary", data.summary),
+                        ("per_seed", data.seeds), ("paired", data.paired),
+                        ("reference_checks", data.references),
+                        ("reproduction", data.reproduced), ("throughput", data.speed),
+                        ("failures", data.failures), ("by_labels", data.labels)):
         table.to_csv(out / f"{name}.csv", index=name == "per_seed")
-    figs = [figures.accuracy_strip(frame, order, out / "accuracy.png"),
-            figures.learning_curves(curves, order, out / "curves.png"),
-            figures.throughput_bars(speed, out / "throughput.png")]
-    compared = pd.concat([paired, references], ignore_index=True)
+    figs = [figures.accuracy_strip(data.frame, data.order, out / "accuracy.png"),
+            figures.learning_curves(data.curves, data.order, out / "curves.png"),
+            figures.throughput_bars(data.speed, out / "throughput.png")]
+    compared = pd.concat([data.paired, data.references], ignore_index=True)
     if not compared.empty:
-        figs.insert(1, figures.paired_forest(compared, seeds, out / "paired.png"))
-    if several_budgets:
-        figs.insert(0, figures.accuracy_by_labels(frame, out / "accuracy_by_labels.png"))
+        figs.insert(1, figures.paired_forest(compared, data.seeds, out / "paired.png"))
+    if data.several_budgets:
+        figs.insert(0, figures.accuracy_by_labels(data.frame, out / "accuracy_by_labels.png"))
+    return figs
 
-    stored = set(frame["variant"])
-    variants = "\n".join(
-        f"- `{v.name}` ({v.method}): {v.description}"
-        + ("" if v.name in stored else " (no finished runs in this store)")
-        + (f"; compared with `{b}`" if (b := grid.baseline_of(v.name)) else "; reference")
-        for v in grid.variants)
-    relabeled = sorted({r.variant for r in runs
-                        if r.record is not None and r.record.get("relabeled_from")})
-    if relabeled or undefined:
-        variants += "\n" + "\n".join(
-            [f"- `{name}`: stored cells of the SSL pipeline baseline (`supervised_pipeline`), "
-             f"written when that baseline was called `supervised`; relabeled when read, "
-             f"never taken for the classic baseline" for name in relabeled]
-            + [f"- `{name}`: held by the store, not defined by the grid now; shown as a "
-               f"reference" for name in undefined if name not in relabeled])
-    labels_section = [
-        "## Accuracy against the number of labels",
-        markdown_table(labels, {"num_labels": 0, "n": 0, "collapses": 0}),
-        "",
-        "Mean test accuracy (%) per method and label count over the runs that did not "
-        "collapse, with its 95% t interval; `n` counts every run, `collapses` the failed ones.",
-        "",
-    ] if several_budgets else []
-    lines = [
-        f"# Grid `{grid_name}`, profile `{profile}`",
-        "",
-        grid.description + ".",
-        "",
-        *preamble,
-        *_stopping_section(store, grid_name, profile),
-        "## Protocol",
-        *_protocol(runs, grid_name, profile, shown_store_url(store.url, out)),
-        "",
-        f"- headline per run: `{metric}`, {tables.METRICS[metric]}; smallest effect of "
-        f"interest δ = {sesoi:g} points (`--sesoi`); alpha {ALPHA}, power 80%",
-        "",
-        "Accuracy is % of the test images. A run collapses when its last-epoch accuracy is "
-        "under twice chance: it is counted as a failure, its rate given with an exact "
-        "interval, and it enters no mean, interval or paired test below.",
-        "",
-        "## Variants",
-        variants,
-        "",
-        "## Accuracy per variant",
-        markdown_table(summary, {"n": 0, "collapses": 0, "n_ok": 0, "collapse_rate": 1,
-                                 "rate_ci_low": 1, "rate_ci_high": 1}),
-        "",
-        "`collapses` of `n` runs, `collapse_rate` (%) with its 95% Clopper-Pearson interval "
-        "(`rate_ci_low`, `rate_ci_high`); `mean_all` over every run, collapsed ones included; "
-        "then over the `n_ok` runs that did not collapse: `mean` with its 95% t interval "
-        "(`t_ci_low`, `t_ci_high`; none below 2 runs), `std`, `median`, range, and the means "
-        "of the last-epoch figure and of the blog's (lowest training loss).",
-        "",
-        "## Accuracy per seed",
-        markdown_table(seeds, index=True),
-        "",
-        *labels_section,
-        *_reproduction_section(reproduced),
-        "## The question: each variant against its baseline",
-        _paired_table(paired) if not paired.empty
-        else "No variant of the family shares seeds with its baseline yet.",
-        "",
-        f"Holm adjusts over these {len(paired)} comparisons, the grid's declared question. "
-        + PAIRED_NOTE.format(sesoi=sesoi),
-        "",
-        *_next_step_section(steps, frame, sesoi),
-        "## Reference checks",
-        _paired_table(references) if not references.empty else "None.",
-        "",
-        "Each reference check (a baseline against the control, say) is tested alone at "
-        "alpha, outside the family. " + PAIRED_NOTE.format(sesoi=sesoi),
-        "",
-        "## Throughput per variant",
-        markdown_table(speed, {"runs": 0, "stack": 0, "train_images_per_s": 0,
-                               "epoch_seconds": 1, "peak_memory_mib": 0}),
-        "",
-        "Medians over runs of each run's median train images/s (epochs after the first), "
-        "epoch seconds (training only) and peak memory (CUDA allocator peak, or process "
-        "peak RSS on CPU). `stack`: seeds trained together as one stacked model; its images/s "
-        "count the images of all of them. `precision`: the training passes' arithmetic.",
-        "",
-        "## Failed and interrupted runs",
-        markdown_table(failures) if not failures.empty else "None.",
-        "",
-        "An interrupted cell was stopped (a signal, or its runner ended) and resumes from its "
-        "checkpoint when the same `sslbench ablate` command runs again; a diverged cell hit a "
-        "NaN or infinite loss; an error is a crash, with its exception.",
-        "",
-        "## Figures",
-        *[f"![{p.stem}]({p.name})" for p in figs],
-        "",
-    ]
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """A written report: report.md's path and its "Next step:" line (None when no
+    comparison of the question has paired seeds yet, and report.md has no such section)."""
+
+    path: Path
+    next_step: str | None
+
+
+def build_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
+                 metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI,
+                 preamble: Sequence[str] = ()) -> ReportOutcome:
+    """Write report.md, CSV tables and PNG figures into `out`.
+
+    `metric` is the per-run headline (tables.METRICS); `sesoi` the smallest effect of
+    interest in points, the equivalence margin of the verdicts; `preamble` markdown lines
+    before the protocol (a search's summary)."""
+    data = gather_report(store, grid_name, profile, metric, sesoi, preamble)
+    figs = write_artifacts(data, out)
     path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    path.write_text(render_report(data, figs, shown_store_url(store.url, out)))
+    return ReportOutcome(path=path, next_step=data.next_step)
+
+
+def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
+                 metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI,
+                 preamble: Sequence[str] = ()) -> Path:
+    """Write report.md, CSV tables and PNG figures into `out`; return report.md's path
+    (build_report, which also gives the next-step line)."""
+    return build_report(store, grid_name, profile, out, metric, sesoi, preamble).path

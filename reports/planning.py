@@ -116,7 +116,7 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
     from sslbench.ablations import get_grid
     from sslbench.bench.core.config import build_config, get_profile
     from sslbench.reports import tables
-    from sslbench.reports.build import _comparisons, load_runs, stored_profiles
+    from sslbench.reports.build import comparisons, load_runs, stored_profiles
     from sslbench.reports.sequential import seeds_for_power
 
     grid = get_grid(grid_name)
@@ -142,7 +142,7 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
         frame = tables.runs_frame(runs)
         order = [v.name for v in grid.variants if v.name in set(frame["variant"])]
         order += sorted(set(frame["variant"]) - set(order))
-        baselines, family = _comparisons(grid, runs, order)
+        baselines, family = comparisons(grid, runs, order)
         paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi,
                                                  alpha)
         steps = next_steps(paired, frame, sesoi, workers, alpha, power)

@@ -298,7 +298,8 @@ def test_run_out_onto_its_own_record_is_done_and_onto_another_is_refused(tmp_pat
 
 
 def test_seeds_take_a_count_a_range_or_a_list_and_one_default_everywhere():
-    from sslbench.bench.cli.main import DEFAULT_SEEDS, build_parser, seed_list
+    from sslbench.bench.cli.flags import seed_list
+    from sslbench.bench.cli.parser import DEFAULT_SEEDS, build_parser
 
     assert seed_list("3") == [0, 1, 2]
     assert seed_list("5-7") == [5, 6, 7]

@@ -12,7 +12,7 @@ import pytest
 from sslbench.ablations import get_grid
 from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import figures, tables
-from sslbench.reports.build import _comparisons, load_runs
+from sslbench.reports.build import comparisons, load_runs
 
 STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
 
@@ -50,7 +50,7 @@ def test_the_accuracy_strip_plots_every_run_on_the_side_it_belongs(quick):
 
 def test_the_forest_puts_each_mean_difference_on_its_comparison(quick):
     runs, frame, order, grid = quick
-    baselines, family = _comparisons(grid, runs, order)
+    baselines, family = comparisons(grid, runs, order)
     paired = tables.paired_against_baselines(frame, order, baselines, family, 1.0)
     seeds = tables.per_seed(frame, order)
     figure = figures.draw_paired_forest(paired, seeds)

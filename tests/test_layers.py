@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store", ("bench.store",)),         # run stores, their settings, the work queue on them
     ("reports", ("reports",)),           # statistics, tables, figures, markdown: reads stores
     ("runs", ("bench.runs",)),           # many runs: runner, pool, searches, --until-decided
-    ("measure", ("bench.measure",)),     # sslbench bench, roofline, the GPU check
+    ("measure", ("bench.measure", "bench.measure.gpucheck")),  # bench, roofline, GPU check
     ("tools", ("bench.cli", "bench.api")),  # the command and the public API
 ]
 PACKAGES = ("methods", "bench", "ablations", "reports")

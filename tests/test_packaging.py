@@ -71,3 +71,13 @@ def test_the_wheel_installs_beside_another_reports_package(tmp_path):
     where, commit_and_version = facts.splitlines()
     assert Path(where).is_relative_to(site)  # the wheel's copy, not the checkout
     assert commit_and_version == "unknown 0.1.0"
+
+
+def test_the_source_checkout_reports_its_own_commit():
+    # Moving record.py into bench/core/ once made it look for pyproject.toml one folder too
+    # low, and every record said commit "unknown"; only a 20-minute grid test noticed.
+    from sslbench.bench.core import record
+
+    head = run("git", "rev-parse", "HEAD", cwd=ROOT).strip()
+    record.git_commit.cache_clear()
+    assert record.git_commit()["commit"] == head

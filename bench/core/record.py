@@ -45,7 +45,7 @@ def git_commit() -> dict[str, Any]:
     its work tree and hold this project's pyproject.toml. The record's `sslbench` version
     says which release it was then.
     """
-    source = Path(__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]  # <root>/bench/core/record.py
     if not (source / "pyproject.toml").is_file():
         return {"commit": "unknown", "dirty": None}
     try:

@@ -17,7 +17,7 @@ import numpy as np
 from sslbench.ablations import get_grid
 from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import tables
-from sslbench.reports.build import _comparisons, load_runs
+from sslbench.reports.build import comparisons, load_runs
 from sslbench.reports.planning import sd_interval
 from sslbench.reports.sequential import seeds_for_power
 from sslbench.reports.stats import seeds_needed
@@ -56,7 +56,7 @@ def main() -> None:
     quick_runs, quick = frame_of("mnist100-quick/store.db", "sqlite", "quick")
     grid = get_grid("mnist100")
     order = [v.name for v in grid.variants if v.name in set(quick["variant"])]
-    baselines, family = _comparisons(grid, quick_runs, order)
+    baselines, family = comparisons(grid, quick_runs, order)
     paired = tables.paired_against_baselines(quick, order, baselines, family, 1.0)
     sds = paired["sd_diff"].dropna().to_numpy()
     pooled = float(math.sqrt(np.mean(sds ** 2)))  # root mean square over the comparisons

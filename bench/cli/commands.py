@@ -1,0 +1,298 @@
+"""One handler per `sslbench` command: each takes the parsed arguments, does the work
+through the engine, prints its results on stdout and returns the exit status. Side effects
+live here; the engine stays pure. The parser is bench.cli.parser; the entry point and its
+error handling bench.cli.main."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sslbench.bench.cli.flags import check_grace, seed_list
+from sslbench.bench.errors import UserError
+from sslbench.bench.files import check_writable, write_json_atomic
+from sslbench.bench.messages import say
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    from sslbench.bench.core.datasets import default_root
+
+    return Path(args.root).expanduser() if args.root else default_root()
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from sslbench.bench.core.datasets import DATASETS, fetch, get_dataset
+
+    names = DATASETS.names() if args.dataset == "all" else [args.dataset]
+    for name in names:
+        print(fetch(_data_root(args), get_dataset(name), log=say))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sslbench.bench.core.checkpoint import CheckpointPolicy, stop_on_signals
+    from sslbench.bench.core.checkpoint import load as load_checkpoint
+    from sslbench.bench.core.config import build_config, parse_set_args
+    from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.core.device import resolve_device
+    from sslbench.bench.core.record import build_record, git_commit
+    from sslbench.bench.core.train import EpochSummary, single_run
+    from sslbench.bench.runs.runner import default_threads
+
+    git_commit()  # the code that trains, read before it does
+    config = build_config(args.method, args.seed, args.profile, parse_set_args(args.set or []))
+    device = resolve_device(args.device)
+    verify(_data_root(args), get_dataset(config.data.dataset))  # before any output
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or default_threads(1))
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{args.method}-seed{args.seed}-{args.profile}-{config.config_hash()}.json")
+    check_writable(out.parent)
+    _refuse_other_record(out, config.config_hash())
+    if out.exists():  # this run's own record: it is done, never trained twice
+        print(f"run {config.config_hash()} already finished: record {out} (delete it to "
+              f"train again)")
+        return 0
+
+    def progress(s: EpochSummary) -> None:
+        left = s.elapsed_seconds / (s.epoch + 1) * (s.epochs - s.epoch - 1)
+        say(f"epoch {s.epoch + 1}/{s.epochs}  sup {s.supervised_loss[0]:.4f}  "
+             f"unsup {s.unsupervised_loss[0]:.5f}  w {s.weight:.4f}  "
+             f"test acc {s.test_accuracy[0]:.2%}  {s.train_images_per_s:,.0f} img/s  "
+             f"{s.epoch_seconds:.1f} s  ~{left:.0f} s left")
+
+    policy = CheckpointPolicy(Path(args.checkpoint) if args.checkpoint
+                              else out.with_suffix(".ckpt"), every_epochs=args.checkpoint_every)
+    resumable = load_checkpoint(policy.path, config.config_hash(), [config.seed], device)
+    say(f"run {config.config_hash()}: {args.method}, seed {args.seed}, profile {args.profile}, "
+         f"{config.train.epochs} epochs, device {device}")
+    if resumable is not None:  # checked first: a checkpoint of another run is an error
+        say(f"resuming from epoch {int(resumable['epoch']) + 1} of {policy.path}")
+        del resumable
+    started = dt.datetime.now(dt.UTC)
+    with stop_on_signals(policy.stop):
+        result = single_run(config, device=device, data_root=_data_root(args), progress=progress,
+                            checkpoint=policy)
+    record = build_record(config, result, device, started)
+    write_json_atomic(out, record)
+    policy.path.unlink(missing_ok=True)  # the record is written: the checkpoint is spent
+    metrics = record["metrics"]
+    print(f"{args.method} seed {args.seed}: test accuracy {metrics['final_test_accuracy']:.2%} "
+          f"(last epoch; lowest-train-loss epoch {metrics['lowest_train_loss_epoch'] + 1}: "
+          f"{metrics['lowest_train_loss_test_accuracy']:.2%}), "
+          f"{record['throughput']['train_images_per_s_median']:,.0f} train img/s; "
+          f"record: {out}")
+    return 0
+
+
+def _refuse_other_record(out: Path, run_id: str) -> None:
+    """`run --out` onto a file that is not this run's record would destroy it."""
+    if not out.exists():
+        return
+    try:
+        held = json.loads(out.read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        held = None
+    if held != run_id:
+        what = f"the record of run {held}" if held else "a file that is not a run record"
+        raise UserError(f"{out} holds {what}, not of run {run_id}; choose another --out or "
+                        f"move it away")
+
+
+def grid_listing(grid: Any) -> list[str]:
+    """`ablate --list`: a grid's variants with their method, baseline and overrides, aligned.
+    The control has no baseline (-); a reference variant names itself (reference only)."""
+    rows = [("variant", "method", "compared with", "overrides (paper units)", "description")]
+    for variant in grid.variants:
+        baseline = variant.baseline or grid.control
+        compared = ("-" if variant.name == grid.control else
+                    "(reference only)" if baseline == variant.name else baseline)
+        overrides = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "-"
+        rows.append((variant.name, variant.method, compared, overrides, variant.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"{grid.name}: {grid.description}"]
+    lines += ["  " + "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths, strict=True))
+              + "  " + row[4] for row in rows]
+    return lines
+
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from sslbench.ablations import get_grid, grid_names
+    from sslbench.bench.core.config import get_profile, parse_set_args
+    from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.runs.runner import plan_cells, run_grid
+    from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
+
+    if args.list:
+        for name in grid_names():
+            print("\n".join(grid_listing(get_grid(name))))
+        return 0
+    if not args.grid:
+        raise UserError("ablate needs --grid NAME (or --list to see the grids)")
+    get_profile(args.profile)
+    seeds = seed_list(args.seeds)
+    if args.until_decided and not (2 <= args.round <= args.max_seeds):
+        raise UserError(f"--until-decided needs 2 <= --round <= --max-seeds, got --round "
+                        f"{args.round} and --max-seeds {args.max_seeds}")
+    if args.until_decided and args.settings:
+        raise UserError("--until-decided keeps its decisions on the grid's own cells; drop "
+                        "--settings or use another --storage")
+    if args.workers is None:
+        from sslbench.bench.core.device import resolve_device
+
+        args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
+    check_grace(args.heartbeat_grace)
+    # Every cell's config and the data are checked before the store is opened or created.
+    cells = plan_cells(get_grid(args.grid), args.profile, seeds,
+                       args.variants, parse_set_args(args.set or []))
+    for dataset in sorted({cell.config.data.dataset for cell in cells}):
+        verify(_data_root(args), get_dataset(dataset))
+    store = RunStore(args.storage)
+    options = dict(overrides=parse_set_args(args.set or []), workers=args.workers,
+                   device=args.device, threads=args.threads, data_root=_data_root(args),
+                   retry_failed=args.retry_failed,
+                   checkpoint_dir=Path(args.checkpoints) if args.checkpoints
+                   else default_checkpoint_dir(args.storage),
+                   checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
+                   stack=args.stack, settings=args.settings)
+    if args.until_decided:
+        return _until_decided(args, store, options)
+    outcome = run_grid(args.grid, args.profile, seeds, store=store,
+                       variants=args.variants, log=say, **options)
+    print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
+          f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
+          f"({outcome.total} cells); store {store.url}")
+    if outcome.stopped:
+        return stopped()
+    return 1 if outcome.failed else 0
+
+
+def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]) -> int:
+    from sslbench.bench.runs.adaptive import run_until_decided
+
+    outcome = run_until_decided(args.grid, args.profile, store=store, max_seeds=args.max_seeds,
+                                round_size=args.round, sesoi=args.sesoi,
+                                variants=args.variants, log=say, **options)
+    for c in outcome.comparisons:
+        where = (f"at round {c.round}, {c.seeds} seeds" if c.round
+                 else f"open after {args.max_seeds} seeds (the budget)")
+        print(f"{c.variant} vs {c.baseline}: {c.decision} {where}")
+    print(f"{args.grid}/{args.profile}: {outcome.cells_run} cells run now, "
+          f"{len(outcome.failed)} failed; store {store.url}")
+    if outcome.stopped:
+        return stopped()
+    return 1 if outcome.failed else 0
+
+
+def stopped(detail: str = "") -> int:
+    """The stop the user asked for (Ctrl-C, SIGTERM): exit status 130, as a shell's."""
+    print(f"interrupted{detail}: finished results are kept; run the same command to resume",
+          file=sys.stderr)
+    return 130
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from sslbench.ablations.spaces import get_space, space_names
+    from sslbench.bench.core.config import get_profile, parse_set_args
+    from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.runs.finalize import finalize
+    from sslbench.bench.runs.search import SearchSettings, check_settings, run_search, summary_lines
+
+    if args.list:
+        for name in space_names():
+            print(f"{name}: {get_space(name).description}")
+        return 0
+    if not args.space:
+        raise UserError("search needs --space NAME (or --list to see the spaces)")
+    get_profile(args.profile)
+    workers = args.workers
+    check_grace(args.heartbeat_grace)
+    if args.finalize:
+        if args.final_seeds < 2:
+            raise UserError(f"--final-seeds must be >= 2 for a paired comparison, got "
+                            f"{args.final_seeds}")
+        out = Path(args.out or f"report/search-{args.space}-{args.profile}")
+        check_writable(out)
+        path = finalize(args.storage, args.space, args.profile, seeds=args.final_seeds,
+                        workers=workers, device=args.device, data_root=_data_root(args),
+                        out=out, threads=args.threads, log=say)
+        if path is None:
+            return stopped()
+        print(f"final comparison written: {path}")
+        return 0
+    settings = SearchSettings(space=args.space, profile=args.profile, trials=args.trials,
+                              seeds_per_trial=args.trial_seeds, val_size=args.val_size,
+                              overrides=parse_set_args(args.set or []),
+                              sampler_seed=args.sampler_seed, prune=not args.no_prune,
+                              grace_s=args.heartbeat_grace)
+    check_settings(settings)
+    # The training files only: a search never reads the test set.
+    verify(_data_root(args), get_dataset(settings.overrides.get("data.dataset", "mnist")),
+           test=False)
+    study = run_search(settings, args.storage, workers=workers, device=args.device,
+                       data_root=_data_root(args), threads=args.threads, log=say)
+    print("\n".join(summary_lines(study)))
+    print(f"next: sslbench search --space {args.space} --profile {args.profile} --storage "
+          f"{args.storage} --finalize")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sslbench.bench.store.runstore import RunStore
+    from sslbench.reports.export import parquet_available, write_export
+
+    store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
+    written = write_export(store, Path(args.out), args.grid)
+    print("written: " + ", ".join(str(p) for p in written))
+    if not parquet_available():
+        print("(CSV only: `pip install pyarrow` adds Parquet)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sslbench.bench.store.names import settings_suffix
+    from sslbench.bench.store.runstore import RunStore
+    from sslbench.reports.build import build_report
+
+    out = Path(args.out)
+    store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
+    check_writable(out)
+    profile = args.profile
+    if args.settings is not None:
+        suffix = settings_suffix(args.settings)
+        if profile is None:
+            from sslbench.reports.build import stored_profiles
+
+            matching = [p for p in stored_profiles(store, args.grid) if p.endswith(suffix)]
+            profile = matching[0] if len(matching) == 1 else f"?{suffix}"
+        else:
+            profile += suffix
+    outcome = build_report(store, args.grid, profile, out, metric=args.metric, sesoi=args.sesoi)
+    print(f"report written: {outcome.path}")
+    if outcome.next_step:  # what the compute bought, and what would settle the question
+        print(outcome.next_step)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sslbench.bench.store.runstore import RunStore
+    from sslbench.reports.build import stored_profiles
+    from sslbench.reports.planning import plan_text
+
+    workers = args.workers or os.cpu_count() or 1
+    from sslbench.ablations import get_grid
+
+    get_grid(args.grid)
+    store = RunStore(args.storage, create=False)
+    profiles = args.profile or [p for p in stored_profiles(store, args.grid) if "@" not in p] \
+        or ["quick"]
+    print(plan_text(store, args.grid, profiles, args.sesoi, workers, args.alpha, args.power))
+    return 0

@@ -1,0 +1,156 @@
+"""Every flag that more than one command takes, declared once, and the value types that check
+them as argparse parses (`type=`), so each check is written once and says the same thing.
+
+A bad value ends in one line, `error: --workers must be >= 1, got 0`, with exit status 2
+(`Parser.error`), like every other input error of the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from sslbench.bench.errors import UserError
+
+SEED_FORMS = "give N (seeds 0..N-1), a range a-b or a list like 0,2,5-7"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors in the command line's one-line form."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --workers: must be >= 1, got 0" -> "--workers must be >= 1, got 0"
+        if message.startswith("argument ") and ": " in message:
+            flag, _, reason = message.removeprefix("argument ").partition(": ")
+            flag = flag.split("/")[-1]  # "-h/--help" -> "--help"
+            message = f"{flag} {reason}"
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def at_least(low: int, what: str = "") -> Callable[[str], int]:
+    """An integer >= `low`; `what` says what the number counts, for the error line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f"must be >= {low}{f' ({what})' if what else ''}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def positive_points(text: str) -> float:
+    """A positive, finite number of accuracy points (`--sesoi`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of accuracy points, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number strictly between 0 and 1 (`--alpha`, `--power`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def seed_list(text: str) -> list[int]:
+    """`--seeds`: N (seeds 0..N-1), a range a-b (both included), or a comma list of seeds
+    and ranges (0,2,5-7)."""
+    text = text.strip()
+    try:
+        if text.isdigit():
+            seeds = list(range(int(text)))
+        else:
+            seeds = []
+            for part in text.split(","):
+                low, _, high = part.strip().partition("-")
+                seeds += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: {SEED_FORMS}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r} names no seed, a seed twice or a negative one; "
+                        f"{SEED_FORMS}")
+    return sorted(seeds)
+
+
+# -- flags ---------------------------------------------------------------------------------
+
+
+def storage_flag(parser: argparse.ArgumentParser, default: str, what: str = "store URL"
+                 ) -> None:
+    parser.add_argument("--storage", default=default,
+                        help=f"{what}: sqlite:///file.db (default {default}), "
+                             f"journal:///file.log for several processes on one machine, "
+                             f"postgresql://user@host/db for many machines")
+
+
+def sesoi_flag(parser: argparse.ArgumentParser, default: float, what: str) -> None:
+    parser.add_argument("--sesoi", type=positive_points, default=default, metavar="POINTS",
+                        help=f"{what} (default {default:g})")
+
+
+def workers_flag(parser: argparse.ArgumentParser, what: str, default: int | None = None
+                 ) -> None:
+    parser.add_argument("--workers", type=at_least(1, "processes"), default=default,
+                        help=what)
+
+
+def grace_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    from sslbench.bench.store.queue import DEFAULT_GRACE_S
+
+    parser.add_argument("--heartbeat-grace", type=float, default=DEFAULT_GRACE_S,
+                        metavar="SECONDS", help=f"{what} (default {DEFAULT_GRACE_S:.0f})")
+
+
+def check_grace(grace_s: float) -> None:
+    from sslbench.bench.store.queue import HEARTBEAT_S
+
+    if grace_s <= HEARTBEAT_S:
+        raise UserError(f"--heartbeat-grace must exceed the {HEARTBEAT_S:.0f} s between "
+                        f"heartbeats, got {grace_s}")
+
+
+def data_root_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", help="data folder (default: $SSLBENCH_DATA or "
+                                       "~/.cache/sslbench/data)")
+
+
+def training_flags(parser: argparse.ArgumentParser) -> None:
+    """What every command that trains takes: profile, overrides, device, threads, data."""
+    parser.add_argument("--profile", default="quick", help="protocol length and data slice "
+                                                           "(default quick; listed below)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--threads", type=at_least(1, "CPU threads per process"), default=None,
+                        help="CPU threads per process (default: cores / workers)")
+    data_root_flag(parser)
+
+
+def plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE.py",
+                        default=argparse.SUPPRESS,
+                        help="import a module or .py file that registers methods, grids or "
+                             "search spaces (repeatable; installed entry points load anyway)")
+
+
+def debug_flag(parser: argparse.ArgumentParser) -> None:
+    """`--debug` after the subcommand too; SUPPRESS keeps the top-level value when absent."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
