@@ -13,7 +13,8 @@ from typing import Any
 
 import optuna
 
-from sslbench.bench.core.config import RunConfig, build_config
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.overrides import build_config
 from sslbench.bench.errors import ConfigError
 from sslbench.methods.registry import Registry
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sslbench.bench.core.config import RunConfig, build_config
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.overrides import build_config
 from sslbench.bench.core.schema import SCHEMA_VERSION, Record
 from sslbench.bench.plugins import load_plugins
 
@@ -68,11 +69,16 @@ def run_grid(grid: str, profile: str, seeds: Sequence[int], *, storage: str,
              workers: int = 1, device: str = "auto", data_root: Path | None = None,
              **options: Any) -> GridOutcome:
     """Run a registered grid's unfinished cells into the store at `storage` (created if
-    missing), as `sslbench ablate` does; `options` are bench.runner.run_grid's others."""
+    missing), as `sslbench ablate` does; `options` are the other fields of
+    bench.runs.settings.GridSettings (threads, stack, checkpoint_dir, ...)."""
+    from sslbench.ablations import get_grid
     from sslbench.bench.core.datasets import default_root
     from sslbench.bench.runs.runner import run_grid as run_grid_cells
+    from sslbench.bench.runs.settings import GridSettings
     from sslbench.bench.store.runstore import RunStore
 
-    return run_grid_cells(grid, profile, seeds, store=RunStore(storage), variants=variants,
-                          overrides=dict(overrides or {}), workers=workers, device=device,
-                          data_root=data_root or default_root(), **options)
+    settings = GridSettings(profile, tuple(seeds),
+                            variants=tuple(variants) if variants is not None else None,
+                            overrides=dict(overrides or {}), workers=workers, device=device,
+                            data_root=data_root or default_root(), **options)
+    return run_grid_cells(get_grid(grid), settings, store=RunStore(storage))

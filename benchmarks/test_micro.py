@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from sslbench.bench.core.config import build_config, with_overrides
 from sslbench.bench.core.data import PreparedData
 from sslbench.bench.core.model import Params, forward
+from sslbench.bench.core.overrides import build_config, with_overrides
 from sslbench.bench.core.precision import pass_context
 from sslbench.bench.core.seeds import generator
 from sslbench.bench.core.train import init_state, train_step

@@ -13,11 +13,11 @@ import pandas as pd
 
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import Grid, Variant
+from sslbench.bench.core.legacy import legacy_variant_name
 from sslbench.bench.errors import ConfigError, UserError
 from sslbench.bench.store.names import grid_study_name, grid_study_prefix, stored_profile_key
-from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell, legacy_variant_name
+from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell
 from sslbench.reports import figures, planning, tables
-from sslbench.reports.markdown import _running as _running  # test_store_failures imports it
 from sslbench.reports.markdown import render_report
 from sslbench.reports.stats import DEFAULT_SESOI
 

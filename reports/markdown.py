@@ -44,7 +44,7 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, int] | None = None,
     return "\n".join(lines)
 
 
-def _running(runs: Sequence[CellRun]) -> str:
+def running_cells(runs: Sequence[CellRun]) -> str:
     """Running cells by name, told apart from stale ones whose owner is gone (a dead
     process on this host, or no heartbeat for the default grace period)."""
     live: list[str] = []
@@ -84,7 +84,7 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_shown: str
         f"({len(records)} finished runs, "
         f"{sum(r.state == 'FAIL' and r.failure_kind != 'interrupted' for r in runs)} failed, "
         f"{sum(r.failure_kind == 'interrupted' for r in runs if r.state == 'FAIL')} "
-        f"interrupted and resumable, {_running(runs)})",
+        f"interrupted and resumable, {running_cells(runs)})",
         f"- device: {'; '.join(sorted({e['device'] for e in env}))}",
         f"- torch {', '.join(sorted({e['torch'] for e in env}))}, torchvision "
         f"{', '.join(sorted({e['torchvision'] for e in env}))}, python "

@@ -114,7 +114,8 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
     pilot runs the store holds, with the seed budget `ablate --until-decided` would need;
     a recommendation; or, without pilot runs, the pilot to run and its cost."""
     from sslbench.ablations import get_grid
-    from sslbench.bench.core.config import build_config, get_profile
+    from sslbench.bench.core.overrides import build_config
+    from sslbench.bench.core.profiles import get_profile
     from sslbench.reports import tables
     from sslbench.reports.build import comparisons, load_runs, stored_profiles
     from sslbench.reports.sequential import seeds_for_power

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslbench.bench.core.config import RunConfig, build_config, with_overrides
+from sslbench.bench.core.config import RunConfig
 from sslbench.bench.core.datasets import FASHION_MNIST, MNIST, default_root, fetch
+from sslbench.bench.core.overrides import build_config, with_overrides
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from sslbench.ablations import get_grid
 from sslbench.bench.core.checkpoint import CheckpointPolicy
 from sslbench.bench.core.datasets import MNIST, raw_dir
 from sslbench.bench.core.train import single_run
 from sslbench.bench.runs.runner import run_grid
+from sslbench.bench.runs.settings import GridSettings
 from sslbench.bench.store.runstore import RunStore
 from tests.conftest import smoke_config
 
@@ -153,8 +155,9 @@ def finished_store(tmp_path_factory, data_root):
     """A store holding one finished mnist100 cell, to show bad input never changes it."""
     folder = tmp_path_factory.mktemp("store")
     url = f"sqlite:///{folder / 'runs.db'}"
-    outcome = run_grid("mnist100", "smoke", [0], store=RunStore(url), variants=["supervised"],
-                       overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
+    settings = GridSettings("smoke", (0,), variants=("supervised",),
+                            overrides={"train.epochs": "1"}, data_root=data_root)
+    outcome = run_grid(get_grid("mnist100"), settings, store=RunStore(url), log=lambda _: None)
     assert outcome.finished == ["supervised/seed0"]
     return url
 

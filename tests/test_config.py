@@ -1,13 +1,8 @@
 import pytest
 
-from sslbench.bench.core.config import (
-    RunConfig,
-    apply_profile,
-    build_config,
-    get_profile,
-    parse_set_args,
-    with_overrides,
-)
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.overrides import build_config, parse_set_args, with_overrides
+from sslbench.bench.core.profiles import apply_profile, get_profile
 from sslbench.bench.errors import ConfigError
 
 
@@ -88,7 +83,7 @@ def test_fields_added_later_keep_existing_run_ids():
     import hashlib
     import json
 
-    from sslbench.bench.core.config import LATER_FIELDS, LEGACY_METHOD_KEYS
+    from sslbench.bench.core.legacy import LATER_FIELDS, LEGACY_METHOD_KEYS
 
     config = build_config("temporal_ensembling", 3, "quick")
     before = config.to_dict()

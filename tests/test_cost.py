@@ -18,7 +18,8 @@ from sslbench.bench.core.cost import (
     measured_run_seconds,
     modeled_run_seconds,
 )
-from sslbench.bench.runs.runner import open_grid_study, plan_cells, start_estimate
+from sslbench.bench.runs.cells import plan_cells
+from sslbench.bench.runs.runner import open_grid_study, start_estimate
 from sslbench.bench.store.runstore import RunStore
 
 QUICK_STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
@@ -66,7 +67,8 @@ def test_the_start_line_of_a_quick_grid(tmp_path, stored):
     store = RunStore(f"sqlite:///{db}")
     cells = plan_cells(get_grid("mnist100"), "quick", range(3, 6))
     study = open_grid_study(store, "mnist100", "quick", None, cells)
-    line = start_estimate("mnist100", "quick", cells, store, study, 2, torch.device("cpu"))
+    line = start_estimate(get_grid("mnist100"), "quick", cells, store, study, 2,
+                          torch.device("cpu"))
     amount, unit = line.split("expected about ")[1].split(" ")[:2]
     hours = float(amount) / (60 if unit == "min" else 1)
     assert f"{len(cells)} cells on 2 worker(s)" in line

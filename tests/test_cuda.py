@@ -22,9 +22,10 @@ import torch
 from sslbench.bench.core.checkpoint import CheckpointPolicy
 from sslbench.bench.core.checkpoint import load as load_checkpoint
 from sslbench.bench.core.checkpoint import save as save_checkpoint
-from sslbench.bench.core.config import RunConfig, with_overrides
+from sslbench.bench.core.config import RunConfig
 from sslbench.bench.core.data import PreparedData, prepare
 from sslbench.bench.core.model import forward, predict
+from sslbench.bench.core.overrides import with_overrides
 from sslbench.bench.core.precision import native_bf16
 from sslbench.bench.core.train import (
     TrainState,

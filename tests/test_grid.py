@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from scipy import stats
 from sslbench.ablations import get_grid
 from sslbench.ablations.grid import GRIDS, Grid, Variant
 from sslbench.bench.runs.runner import run_grid
+from sslbench.bench.runs.settings import GridSettings
 from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.runstore import RunStore, latest_by_cell
 from sslbench.methods import Method, StepLosses, registry
@@ -226,8 +228,8 @@ def broken_grid():
 
 def test_failed_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_root, broken_grid):
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
-    outcome = run_grid("test_broken", "smoke", [0], store=store, data_root=data_root,
-                       overrides={"train.epochs": "2"}, log=lambda _: None)
+    settings = GridSettings("smoke", (0,), overrides={"train.epochs": "2"}, data_root=data_root)
+    outcome = run_grid(broken_grid, settings, store=store, log=lambda _: None)
     assert outcome.finished == ["control/seed0"]
     assert sorted(outcome.failed) == ["diverges/seed0", "raises/seed0"]
     runs = {r.cell: r for r in store.cell_runs(store.find_study(grid_study_name("test_broken",
@@ -237,8 +239,7 @@ def test_failed_cells_are_recorded_and_the_grid_goes_on(tmp_path, data_root, bro
     assert runs["diverges/seed0"].failure_kind == "diverged"
     assert "not finite" in runs["diverges/seed0"].failure
 
-    again = run_grid("test_broken", "smoke", [0], store=store, data_root=data_root,
-                     overrides={"train.epochs": "2"}, log=lambda _: None)
+    again = run_grid(broken_grid, settings, store=store, log=lambda _: None)
     assert again.already_done == 1 and again.skipped_diverged == ["diverges/seed0"]
     assert again.failed == ["raises/seed0"]  # a crash is retried (and fails again)
 
@@ -292,7 +293,7 @@ def test_two_runners_on_one_store_run_each_cell_once(tmp_path, data_root):
 
 
 def test_cells_group_into_stacks_of_one_variant_in_seed_order():
-    from sslbench.bench.runs.runner import plan_cells, plan_jobs
+    from sslbench.bench.runs.cells import plan_cells, plan_jobs
 
     cells = plan_cells(GRID, "smoke", [0, 1, 2], variants=["control", "pixelwise"])
     assert [c.key for c in cells][:2] == ["control/seed0", "pixelwise/seed0"]  # seed-major
@@ -312,12 +313,12 @@ def cell_records(store: RunStore, grid: str = "mnist100") -> dict[str, dict]:
 def test_stacked_grid_matches_the_sequential_grid(tmp_path, data_root):
     """Three seeds as one stack give each cell what it gets alone: the same labeled
     subset and initial losses (grouped convolutions round differently, no more)."""
-    settings = {"variants": ["control"], "overrides": {"train.epochs": "2"},
-                "data_root": data_root, "log": lambda _: None}
+    settings = GridSettings("smoke", (0, 1, 2), variants=("control",),
+                            overrides={"train.epochs": "2"}, data_root=data_root)
     alone, stacked = RunStore(f"sqlite:///{tmp_path / 'a.db'}"), RunStore(
         f"sqlite:///{tmp_path / 's.db'}")
-    assert run_grid("mnist100", "smoke", [0, 1, 2], store=alone, stack=1, **settings).finished
-    outcome = run_grid("mnist100", "smoke", [0, 1, 2], store=stacked, stack=3, **settings)
+    assert run_grid(GRID, replace(settings, stack=1), store=alone, log=lambda _: None).finished
+    outcome = run_grid(GRID, replace(settings, stack=3), store=stacked, log=lambda _: None)
     assert sorted(outcome.finished) == ["control/seed0", "control/seed1", "control/seed2"]
     one, three = cell_records(alone), cell_records(stacked)
     assert set(one) == set(three)
@@ -358,9 +359,10 @@ def test_a_diverging_stack_is_rerun_cell_by_cell(tmp_path, data_root):
 
 def _rerun_cell_by_cell(tmp_path, data_root):
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
-    outcome = run_grid("test_stack_split", "smoke", [0, 1], store=store, data_root=data_root,
-                       overrides={"train.epochs": "2"}, stack=2, log=lambda _: None,
-                       checkpoint_dir=tmp_path / "checkpoints")
+    settings = GridSettings("smoke", (0, 1), overrides={"train.epochs": "2"},
+                            data_root=data_root, stack=2,
+                            checkpoint_dir=tmp_path / "checkpoints")
+    outcome = run_grid(STACK_SPLIT, settings, store=store, log=lambda _: None)
     assert sorted(outcome.finished) == ["control/seed0", "control/seed1"] and not outcome.failed
     records = cell_records(store, "test_stack_split")
     assert {r["throughput"]["stack_size"] for r in records.values()} == {1}
@@ -379,7 +381,7 @@ class StoppedWhileStacked(DivergesWhenStacked):
 
 
 def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
-    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.overrides import build_config
 
     with registry.METHODS.scoped("test_stopped_stacked", StoppedWhileStacked):
         configs = [build_config("test_stopped_stacked", seed, "smoke",
@@ -388,8 +390,8 @@ def test_a_stop_during_a_diverging_stack_reruns_nothing(data_root):
 
 
 def _stop_during_a_stack(configs, data_root):
+    from sslbench.bench.runs.job import JobSpec, execute_job
     from sslbench.bench.runs.pool import WorkerPool
-    from sslbench.bench.runs.runner import JobSpec, execute_job
 
     epochs: list[str] = []  # the jobs that reported an epoch
     with WorkerPool[str, list](1, 1, lambda message: epochs.append(message[0])) as pool:

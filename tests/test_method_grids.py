@@ -14,7 +14,7 @@ import torch
 from sslbench.ablations import get_grid
 from sslbench.bench.core.config import DataConfig
 from sslbench.bench.core.data import prepare
-from sslbench.bench.runs.runner import plan_cells
+from sslbench.bench.runs.cells import plan_cells
 from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.runstore import RunStore
 from sslbench.methods import method_names

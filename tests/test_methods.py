@@ -8,8 +8,9 @@ the test that a consistency loss comparing the teacher with itself would fail.
 import pytest
 import torch
 
-from sslbench.bench.core.config import ModelConfig, RunConfig, with_overrides
+from sslbench.bench.core.config import ModelConfig, RunConfig
 from sslbench.bench.core.model import forward, init_params
+from sslbench.bench.core.overrides import with_overrides
 from sslbench.bench.core.seeds import generator
 from sslbench.methods import Batch, MethodContext, get_method, method_names
 

@@ -7,9 +7,10 @@ import pytest
 
 from sslbench.ablations import get_grid, grid_names
 from sslbench.ablations.spaces import get_space, space_names
-from sslbench.bench.core.config import PROFILES, RunConfig, get_profile
+from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.profiles import PROFILES, get_profile
 from sslbench.bench.errors import ConfigError
-from sslbench.bench.runs.runner import plan_cells
+from sslbench.bench.runs.cells import plan_cells
 from sslbench.methods.registry import METHODS, Registry, UnknownNameError
 
 

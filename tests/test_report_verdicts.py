@@ -109,17 +109,21 @@ def test_a_variant_holding_two_configs_is_shown_apart(tmp_path, data_root):
 
     import torch
 
-    from sslbench.bench.core.config import build_config
+    from sslbench.ablations import get_grid
+    from sslbench.bench.core.overrides import build_config
     from sslbench.bench.core.record import build_record
     from sslbench.bench.core.train import single_run
     from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.runs.settings import GridSettings
     from sslbench.bench.store.names import grid_study_name
     from sslbench.bench.store.queue import claim_cell
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)
-    run_grid("mnist100", "smoke", [0, 1], store=store, variants=["control"],
-             overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
+    run_grid(get_grid("mnist100"), GridSettings("smoke", (0, 1), variants=("control",),
+                                                overrides={"train.epochs": "1"},
+                                                data_root=data_root),
+             store=store, log=lambda _: None)
     other = build_config("temporal_ensembling", 2, "smoke", {"train.epochs": "2"})
     result = single_run(other, device=torch.device("cpu"), data_root=data_root)
     study = store.find_study(grid_study_name("mnist100", "smoke"))
@@ -136,7 +140,7 @@ def test_cells_stored_before_a_later_field_are_the_same_settings():
     """A cell stored before train.batches existed and a new one with it at its default have
     one run id: the report keeps them in one variant. A real difference (train.lr) is
     still shown apart."""
-    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.overrides import build_config
     from sslbench.bench.store.runstore import CellRun
     from sslbench.reports.build import separate_settings
 

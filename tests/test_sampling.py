@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sslbench.bench.core import train as bench_train
-from sslbench.bench.core.config import build_config, config_from_dict, with_overrides
+from sslbench.bench.core.config import config_from_dict
+from sslbench.bench.core.overrides import build_config, with_overrides
 from sslbench.bench.core.record import build_record
 from sslbench.bench.core.sampling import batch_plan, epoch_order
 from sslbench.bench.core.seeds import generator
@@ -162,7 +163,9 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     the same key is claimed and trained beside it, not skipped."""
     import optuna
 
+    from sslbench.ablations import get_grid
     from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.runs.settings import GridSettings
     from sslbench.bench.store.names import grid_study_name
     from sslbench.bench.store.queue import claim_cell
     from sslbench.bench.store.runstore import RunStore
@@ -180,8 +183,9 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
     assert trial is not None
     store.finish_cell(trial, {"run_id": "legacy", "metrics": {"final_test_accuracy": 0.5},
                               "method": "supervised", "config": legacy})
-    outcome = run_grid("mnist100", "smoke", [0], store=store, variants=["supervised"],
-                       overrides={"train.epochs": "1"}, data_root=data_root, log=lambda _: None)
+    settings = GridSettings("smoke", (0,), variants=("supervised",),
+                            overrides={"train.epochs": "1"}, data_root=data_root)
+    outcome = run_grid(get_grid("mnist100"), settings, store=store, log=lambda _: None)
     assert outcome.finished == ["supervised/seed0"], outcome  # trained, not "running elsewhere"
     runs = {r.cell: r for r in store.cell_runs(study) if r.state == "COMPLETE"}
     assert sorted(runs) == ["supervised/seed0", "supervised_pipeline/seed0"]

@@ -114,6 +114,7 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
     and gets no more seeds; the harmless change stays open and gets every round. Run again,
     nothing reruns and the decisions replay; the report states the rule and the rounds."""
     from sslbench.bench.runs.adaptive import run_until_decided
+    from sslbench.bench.runs.settings import GridSettings
     from sslbench.bench.store.names import grid_study_name
     from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.build import write_report
@@ -121,9 +122,9 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     lines: list[str] = []
     with GRIDS.scoped(SEQUENTIAL.name, SEQUENTIAL):
-        outcome = run_until_decided("test_sequential", "smoke", store=store, max_seeds=8,
-                                    round_size=2, sesoi=1.0, data_root=data_root,
-                                    log=lines.append)
+        settings = GridSettings("smoke", (), data_root=data_root)
+        outcome = run_until_decided(SEQUENTIAL, settings, store=store, max_seeds=8,
+                                    round_size=2, sesoi=1.0, log=lines.append)
         decided = {c.variant: c for c in outcome.comparisons}
         assert decided["slow_lr"].decision == "worse", lines
         assert decided["slow_lr"].seeds is not None and decided["slow_lr"].seeds < 8
@@ -134,9 +135,8 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
         assert seeds["slow_lr"] == list(range(decided["slow_lr"].seeds))
         assert seeds["noise_016"] == seeds["control"] == list(range(8))
 
-        again = run_until_decided("test_sequential", "smoke", store=store, max_seeds=8,
-                                  round_size=2, sesoi=1.0, data_root=data_root,
-                                  log=lambda _: None)
+        again = run_until_decided(SEQUENTIAL, settings, store=store, max_seeds=8,
+                                  round_size=2, sesoi=1.0, log=lambda _: None)
         assert again.cells_run == 0
         assert [(c.variant, c.decision, c.round) for c in again.comparisons] == \
             [(c.variant, c.decision, c.round) for c in outcome.comparisons]

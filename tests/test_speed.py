@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from sslbench.bench.cli import bench_command
 from sslbench.bench.errors import DataError, UserError
 from sslbench.bench.measure import speed
 
@@ -25,9 +26,9 @@ from sslbench.bench.measure import speed
 
 
 def bench_args(*argv: str) -> argparse.Namespace:
-    """Parse `sslbench bench ARGV` with the parser the CLI gets from `speed.add_parser`."""
+    """Parse `sslbench bench ARGV` with the parser the CLI gets from `bench_command.add_parser`."""
     parser = argparse.ArgumentParser(prog="sslbench")
-    speed.add_parser(parser.add_subparsers(dest="command", required=True))
+    bench_command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["bench", *argv])
 
 
@@ -60,7 +61,7 @@ def test_bench_writes_consistent_figures(data_root, tmp_path, capsys):
     import torch
 
     out = tmp_path / "out"
-    assert speed.command(tiny(data_root, out, "--no-two-process", "--bf16")) == 0
+    assert bench_command.command(tiny(data_root, out, "--no-two-process", "--bf16")) == 0
     doc = json.loads((out / "bench.json").read_text())
     markdown = (out / "bench.md").read_text()
     assert capsys.readouterr().out.strip() == markdown.strip()  # the table is printed too
@@ -101,7 +102,7 @@ def test_bench_writes_consistent_figures(data_root, tmp_path, capsys):
 
 def test_bench_two_processes(data_root, tmp_path):
     out = tmp_path / "out"
-    assert speed.command(tiny(data_root, out, "--two-process", "--no-bf16")) == 0
+    assert bench_command.command(tiny(data_root, out, "--two-process", "--no-bf16")) == 0
     doc = json.loads((out / "bench.json").read_text())
     both = doc["pipelines"]["2 processes"]
     check_measurement("2 processes", both, 600)
@@ -123,14 +124,14 @@ def test_bench_two_processes(data_root, tmp_path):
 def test_bad_input_is_one_clear_line_and_writes_nothing(data_root, tmp_path, flags, message):
     out = tmp_path / "out"
     with pytest.raises(UserError, match=message) as caught:
-        speed.command(tiny(data_root, out, *flags))
+        bench_command.command(tiny(data_root, out, *flags))
     assert "\n" not in str(caught.value)
     assert not out.exists()
 
 
 def test_missing_data_says_how_to_fetch(tmp_path):
     with pytest.raises(DataError, match="sslbench data fetch"):
-        speed.command(tiny(tmp_path / "empty", tmp_path / "out"))
+        bench_command.command(tiny(tmp_path / "empty", tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -180,7 +181,7 @@ def test_a_process_that_dies_is_an_error_not_a_hang():
 
 
 def test_errors_in_a_measuring_process_reach_the_caller():
-    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.overrides import build_config
 
     with pytest.raises(RuntimeError, match="KeyError"):  # a bug: the child's traceback
         speed.run_processes([job("harness", {})])
@@ -196,8 +197,8 @@ def test_errors_in_a_measuring_process_reach_the_caller():
 def test_naive_model_is_the_harness_model():
     import torch
 
-    from sslbench.bench.core.config import build_config
     from sslbench.bench.core.model import init_params
+    from sslbench.bench.core.overrides import build_config
     from sslbench.bench.measure.naive import build_model
 
     config = build_config("temporal_ensembling", 0, "smoke")
@@ -212,7 +213,7 @@ def test_naive_model_is_the_harness_model():
 def test_naive_pipeline_learns(data_root):
     import torch
 
-    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.overrides import build_config
     from sslbench.bench.measure.naive import train_naive
 
     config = build_config("temporal_ensembling", 0, "smoke",

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sslbench.bench.core.config import RunConfig, with_overrides
+from sslbench.bench.core.config import RunConfig
 from sslbench.bench.core.data import prepare
+from sslbench.bench.core.overrides import with_overrides
 from sslbench.bench.core.train import batch_indices, init_state, start_epoch, train_step
 from sslbench.bench.errors import ConfigError
 from tests.conftest import smoke_config

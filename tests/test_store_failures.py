@@ -13,7 +13,7 @@ from sslbench.bench.runs.progress import Progress
 from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.queue import claim_cell
 from sslbench.bench.store.runstore import RunStore, host_name
-from sslbench.reports.build import _running
+from sslbench.reports.markdown import running_cells
 
 
 def test_the_progress_counter_never_passes_the_total():
@@ -59,7 +59,7 @@ def test_the_report_tells_running_cells_from_stale_ones(tmp_path):
                           capture_output=True, text=True, check=True).stdout.strip()
     store.owner = f"{host_name()}:{dead}"  # a runner that has exited
     claim_cell(store, study, "control/seed1", "control", 1, {})
-    text = _running(store.cell_runs(study))
+    text = running_cells(store.cell_runs(study))
     assert text.startswith("1 running: control/seed0")
     assert "1 stale, their runner gone" in text and "control/seed1" in text
 

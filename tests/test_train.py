@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sslbench.bench.core.config import with_overrides
+from sslbench.bench.core.overrides import with_overrides
 from sslbench.bench.core.train import single_run, train_stack
 from sslbench.methods import method_names
 from tests.conftest import smoke_config

@@ -11,12 +11,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.cli.flags import check_grace, seed_list
 from sslbench.bench.errors import UserError
 from sslbench.bench.files import check_writable, write_json_atomic
 from sslbench.bench.messages import say
+
+if TYPE_CHECKING:
+    from sslbench.ablations.grid import Grid
+    from sslbench.bench.runs.settings import GridSettings
+    from sslbench.bench.store.runstore import RunStore
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -39,9 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from sslbench.bench.core.checkpoint import CheckpointPolicy, stop_on_signals
     from sslbench.bench.core.checkpoint import load as load_checkpoint
-    from sslbench.bench.core.config import build_config, parse_set_args
     from sslbench.bench.core.datasets import get_dataset, verify
     from sslbench.bench.core.device import resolve_device
+    from sslbench.bench.core.overrides import build_config, parse_set_args
     from sslbench.bench.core.record import build_record, git_commit
     from sslbench.bench.core.train import EpochSummary, single_run
     from sslbench.bench.runs.runner import default_threads
@@ -126,9 +131,12 @@ def grid_listing(grid: Any) -> list[str]:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from sslbench.ablations import get_grid, grid_names
-    from sslbench.bench.core.config import get_profile, parse_set_args
     from sslbench.bench.core.datasets import get_dataset, verify
-    from sslbench.bench.runs.runner import plan_cells, run_grid
+    from sslbench.bench.core.overrides import parse_set_args
+    from sslbench.bench.core.profiles import get_profile
+    from sslbench.bench.runs.cells import plan_cells
+    from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.runs.settings import GridSettings
     from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
 
     if args.list:
@@ -137,36 +145,33 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     if not args.grid:
         raise UserError("ablate needs --grid NAME (or --list to see the grids)")
+    grid = get_grid(args.grid)
     get_profile(args.profile)
-    seeds = seed_list(args.seeds)
     if args.until_decided and not (2 <= args.round <= args.max_seeds):
         raise UserError(f"--until-decided needs 2 <= --round <= --max-seeds, got --round "
                         f"{args.round} and --max-seeds {args.max_seeds}")
     if args.until_decided and args.settings:
         raise UserError("--until-decided keeps its decisions on the grid's own cells; drop "
                         "--settings or use another --storage")
-    if args.workers is None:
-        from sslbench.bench.core.device import resolve_device
-
-        args.workers = (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
     check_grace(args.heartbeat_grace)
+    settings = GridSettings(
+        args.profile, tuple(seed_list(args.seeds)),
+        variants=tuple(args.variants) if args.variants else None,
+        overrides=parse_set_args(args.set or []), settings_name=args.settings,
+        data_root=_data_root(args), workers=_workers(args), device=args.device,
+        threads=args.threads, stack=args.stack, retry_failed=args.retry_failed,
+        checkpoint_dir=(Path(args.checkpoints) if args.checkpoints
+                        else default_checkpoint_dir(args.storage)),
+        checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace)
     # Every cell's config and the data are checked before the store is opened or created.
-    cells = plan_cells(get_grid(args.grid), args.profile, seeds,
-                       args.variants, parse_set_args(args.set or []))
+    cells = plan_cells(grid, settings.profile, settings.seeds, settings.variants,
+                       settings.overrides)
     for dataset in sorted({cell.config.data.dataset for cell in cells}):
-        verify(_data_root(args), get_dataset(dataset))
+        verify(settings.data_root, get_dataset(dataset))
     store = RunStore(args.storage)
-    options = dict(overrides=parse_set_args(args.set or []), workers=args.workers,
-                   device=args.device, threads=args.threads, data_root=_data_root(args),
-                   retry_failed=args.retry_failed,
-                   checkpoint_dir=Path(args.checkpoints) if args.checkpoints
-                   else default_checkpoint_dir(args.storage),
-                   checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
-                   stack=args.stack, settings=args.settings)
     if args.until_decided:
-        return _until_decided(args, store, options)
-    outcome = run_grid(args.grid, args.profile, seeds, store=store,
-                       variants=args.variants, log=say, **options)
+        return _until_decided(args, grid, settings, store)
+    outcome = run_grid(grid, settings, store=store, log=say)
     print(f"{args.grid}/{args.profile}: {outcome.already_done} already finished, "
           f"{len(outcome.finished)} run now, {len(outcome.failed)} failed "
           f"({outcome.total} cells); store {store.url}")
@@ -175,12 +180,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
-def _until_decided(args: argparse.Namespace, store: Any, options: dict[str, Any]) -> int:
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, or one per core on the CPU and one on a GPU."""
+    if args.workers is not None:
+        return int(args.workers)
+    from sslbench.bench.core.device import resolve_device
+
+    return (os.cpu_count() or 1) if resolve_device(args.device).type == "cpu" else 1
+
+
+def _until_decided(args: argparse.Namespace, grid: Grid, settings: GridSettings,
+                   store: RunStore) -> int:
     from sslbench.bench.runs.adaptive import run_until_decided
 
-    outcome = run_until_decided(args.grid, args.profile, store=store, max_seeds=args.max_seeds,
-                                round_size=args.round, sesoi=args.sesoi,
-                                variants=args.variants, log=say, **options)
+    outcome = run_until_decided(grid, settings, store=store, max_seeds=args.max_seeds,
+                                round_size=args.round, sesoi=args.sesoi, log=say)
     for c in outcome.comparisons:
         where = (f"at round {c.round}, {c.seeds} seeds" if c.round
                  else f"open after {args.max_seeds} seeds (the budget)")
@@ -201,8 +215,9 @@ def stopped(detail: str = "") -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from sslbench.ablations.spaces import get_space, space_names
-    from sslbench.bench.core.config import get_profile, parse_set_args
     from sslbench.bench.core.datasets import get_dataset, verify
+    from sslbench.bench.core.overrides import parse_set_args
+    from sslbench.bench.core.profiles import get_profile
     from sslbench.bench.runs.finalize import finalize
     from sslbench.bench.runs.search import SearchSettings, check_settings, run_search, summary_lines
 

@@ -46,27 +46,25 @@ def at_least(low: int, what: str = "") -> Callable[[str], int]:
     return parse
 
 
-def positive_points(text: str) -> float:
-    """A positive, finite number of accuracy points (`--sesoi`)."""
+def _number(text: str, fits: Callable[[float], bool], must: str) -> float:
+    """`text` as a float that `fits`; an argparse error saying what it `must` be else."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of accuracy points, got {text}")
+    if not (math.isfinite(value) and fits(value)):
+        raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
     return value
+
+
+def positive_points(text: str) -> float:
+    """A positive, finite number of accuracy points (`--sesoi`)."""
+    return _number(text, lambda v: v > 0, "a positive number of accuracy points")
 
 
 def probability(text: str) -> float:
     """A number strictly between 0 and 1 (`--alpha`, `--power`)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+    return _number(text, lambda v: 0 < v < 1, "between 0 and 1")
 
 
 def seed_list(text: str) -> list[int]:

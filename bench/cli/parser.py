@@ -63,8 +63,8 @@ def _catalogs() -> dict[str, str]:
     """The registries as --help blocks. Imports the methods and grids (and so torch)."""
     from sslbench.ablations import get_grid, grid_names
     from sslbench.ablations.spaces import get_space, space_names
-    from sslbench.bench.core.config import PROFILES
     from sslbench.bench.core.datasets import DATASETS
+    from sslbench.bench.core.profiles import PROFILES
     from sslbench.methods import get_method, method_names
 
     return {
@@ -262,7 +262,8 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         for name, text in COMMAND_HELP.items():
             commands.add_parser(name, help=text)
         return parser
-    from sslbench.bench.measure import gpucheck, speed
+    from sslbench.bench.cli import bench_command
+    from sslbench.bench.measure import gpucheck
     from sslbench.bench.store.runstore import DEFAULT_URL
     from sslbench.reports.stats import ALPHA, DEFAULT_SESOI, POWER
 
@@ -274,7 +275,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     build.report(DEFAULT_SESOI)
     build.export()
     build.plan(DEFAULT_SESOI, ALPHA, POWER)
-    speed.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
+    bench_command.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
     gpucheck.add_parser(commands)  # `sslbench gpucheck`: the one-call GPU check (nox -s gpu)
     for sub in (fetch, *commands.choices.values()):
         debug_flag(sub)

@@ -11,16 +11,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import types
 import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from sslbench.bench.core.legacy import (
+    HASHED_AS,
+    LATER_FIELDS,
+    LEGACY_METHOD_KEYS,
+    legacy_method_name,
+)
 from sslbench.bench.errors import ConfigError
+from sslbench.methods import get_method, method_names
 from sslbench.methods.base import EPOCH_LENGTH
-from sslbench.methods.registry import Registry
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -34,7 +38,7 @@ Precision = Literal["fp32", "bf16", "auto"]  # see bench.precision
 Batches = Literal["all", "fixed", "labeled"]  # see bench.sampling
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
@@ -60,30 +64,30 @@ class DataConfig:
     def __post_init__(self) -> None:
         from sslbench.bench.core.datasets import DATASETS
 
-        _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: "
+        check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: "
                                          f"{', '.join(DATASETS.names())}")
-        _check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
+        check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
         spec = DATASETS.get(self.dataset)
         classes = spec.num_classes
-        _check(self.num_labels % classes == 0,
+        check(self.num_labels % classes == 0,
                f"data.num_labels={self.num_labels} must be divisible by the {classes} classes "
                f"for a balanced split")
         total = spec.num_train
-        _check(self.train_size is None or self.train_size <= total,
+        check(self.train_size is None or self.train_size <= total,
                f"data.train_size={self.train_size} exceeds the {total} training images of "
                f"{self.dataset}")
         available = self.train_size or total
-        _check(self.num_labels + self.val_size <= available,
+        check(self.num_labels + self.val_size <= available,
                f"data.num_labels={self.num_labels} plus data.val_size={self.val_size} exceeds "
                f"the {available} training images; use fewer or a larger data.train_size")
-        _check(self.train_size is None or self.train_size > 0,
+        check(self.train_size is None or self.train_size > 0,
                f"data.train_size must be > 0 or none, got {self.train_size}")
-        _check(self.test_size is None or self.test_size > 0,
+        check(self.test_size is None or self.test_size > 0,
                f"data.test_size must be > 0 or none, got {self.test_size}")
-        _check(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
-        _check(self.pixel_std_floor > 0,
+        check(self.val_size >= 0, f"data.val_size must be >= 0, got {self.val_size}")
+        check(self.pixel_std_floor > 0,
                f"data.pixel_std_floor must be > 0, got {self.pixel_std_floor}")
-        _check(0 <= self.translate_px <= 8,
+        check(0 <= self.translate_px <= 8,
                f"data.translate_px must be in 0..8 pixels, got {self.translate_px}")
 
 
@@ -100,12 +104,12 @@ class ModelConfig:
     leaky_slope: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.conv1_channels > 0 and self.conv2_channels > 0,
+        check(self.conv1_channels > 0 and self.conv2_channels > 0,
                "model.conv1_channels and model.conv2_channels must be > 0")
-        _check(self.input_noise_std >= 0,
+        check(self.input_noise_std >= 0,
                f"model.input_noise_std must be >= 0, got {self.input_noise_std}")
-        _check(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
-        _check(0 <= self.leaky_slope < 1,
+        check(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        check(0 <= self.leaky_slope < 1,
                f"model.leaky_slope must be in [0, 1), got {self.leaky_slope}")
 
 
@@ -126,19 +130,14 @@ class MethodConfig:
     options: Any = None  # none: the method's Options at their defaults
 
     def __post_init__(self) -> None:
-        from sslbench.methods import (  # the registry; imported late (methods imports bench)
-            get_method,
-            method_names,
-        )
-
-        _check(self.name in method_names(),
+        check(self.name in method_names(),
                f"unknown method {self.name!r}; choose one of: {', '.join(method_names())}")
-        _check(self.w_max >= 0, f"method.w_max must be >= 0, got {self.w_max}")
-        _check(self.ramp_epochs >= 0, f"method.ramp_epochs must be >= 0, got {self.ramp_epochs}")
+        check(self.w_max >= 0, f"method.w_max must be >= 0, got {self.w_max}")
+        check(self.ramp_epochs >= 0, f"method.ramp_epochs must be >= 0, got {self.ramp_epochs}")
         options_cls = get_method(self.name).Options
         if self.options is None:
             object.__setattr__(self, "options", options_cls())  # frozen: set once, here
-        _check(type(self.options) is options_cls,
+        check(type(self.options) is options_cls,
                f"method.options of {self.name} must be a {options_cls.__name__}, "
                f"got {type(self.options).__name__}")
 
@@ -150,15 +149,6 @@ class MethodConfig:
 
 # The shared knobs of the method section (everything but the method's own options).
 SHARED_METHOD_KEYS = tuple(f.name for f in fields(MethodConfig) if f.name != "options")
-
-# Before methods owned their knobs, every config's method section held all of these; run ids
-# hash them at these defaults for a method that lacks them, so stored ids stay unchanged
-# (tests/test_config.py's golden ids). A stored config that sets one its method lacks to
-# anything else was never written by this harness's grids and is refused when read.
-LEGACY_METHOD_KEYS: dict[str, object] = {
-    "ensemble_momentum": 0.6, "ensemble_target": "raw",  # temporal_ensembling's
-    "ema_decay": 0.99, "ema_decay_after_ramp": None}  # mean_teacher's
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -189,32 +179,18 @@ class TrainConfig:
     steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
-        _check(self.labeled_per_batch > 0,
+        check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+        check(self.labeled_per_batch > 0,
                f"train.labeled_per_batch must be > 0, got {self.labeled_per_batch}")
-        _check(self.steps_per_epoch is None or self.steps_per_epoch > 0,
+        check(self.steps_per_epoch is None or self.steps_per_epoch > 0,
                f"train.steps_per_epoch must be > 0 or none, got {self.steps_per_epoch}")
-        _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
-        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+        check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
+        check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
                "train.beta1 and train.beta2 must be in [0, 1)")
-        _check(not (self.step_graph and (self.compile or self.cuda_graphs)),
+        check(not (self.step_graph and (self.compile or self.cuda_graphs)),
                "train.step_graph captures the whole step itself; drop train.compile and "
                "train.cuda_graphs, which compile the network alone")
-
-
-# Fields added after the first stores were written, with the value that computes what the
-# code did before they existed: left out of the run id at that value (see config_hash).
-LATER_FIELDS: dict[tuple[str, str], object] = {
-    ("train", "precision"): "fp32", ("train", "compile"): False, ("train", "cuda_graphs"): False,
-    ("train", "batches"): "all", ("train", "labeled_per_batch"): 10,
-    ("train", "steps_per_epoch"): None, ("train", "step_graph"): False}
-
-# Methods renamed after stores were written: the run id hashes the old name, so stored
-# cells keep their ids. `supervised` meant the SSL pipeline with the consistency term
-# removed until the classic baseline (the labeled images alone) took the name; that
-# baseline always has train.batches=labeled in its id, so the two never share one.
-HASHED_AS: dict[str, str] = {"supervised_pipeline": "supervised"}
 
 
 @dataclass(frozen=True)
@@ -226,16 +202,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        from sslbench.methods import get_method
-
         method = get_method(self.method.name)
         if method.labeled_only:
-            _check(self.train.batches == "labeled",
+            check(self.train.batches == "labeled",
                    f"method {self.method.name} trains on the labeled images alone "
                    f"(train.batches=labeled); the SSL pipeline over all images without the "
                    f"consistency term is method supervised_pipeline")
         else:
-            _check(self.train.batches != "labeled",
+            check(self.train.batches != "labeled",
                    f"train.batches=labeled trains on the labeled images alone, which only "
                    f"the supervised baseline does; method {self.method.name} needs all or fixed")
 
@@ -260,248 +234,13 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------------------
-# Profiles: protocol lengths and data slices.
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    epochs: int
-    train_size: int | None = None
-    test_size: int | None = None
-    description: str = ""
-
-
-PROFILES: Registry[Profile] = Registry("profile", error=ConfigError)
-for _profile in (
-        Profile("paper", PAPER_EPOCHS, description="the blog's protocol: 300 epochs, all data"),
-        Profile("quick", 30, description="30 epochs, all data; epoch lengths scaled 30/300"),
-        Profile("smoke", 6, train_size=2000, test_size=1000,
-                description="a small real slice for tests: 2,000 train / 1,000 test, 6 epochs")):
-    PROFILES.add(_profile.name, _profile)
-
-
-def get_profile(name: str) -> Profile:
-    return PROFILES.get(name)
-
-
-def apply_profile(config: RunConfig, profile: Profile) -> RunConfig:
-    """Set the profile's epochs and data slice; scale every epoch-length field.
-
-    Lengths are scaled by profile.epochs / PAPER_EPOCHS and rounded (ramp-up 80 of 300
-    epochs becomes 8 of 30), so a grid written in paper units keeps its shape.
-    """
-    scale = profile.epochs / PAPER_EPOCHS
-
-    def scaled(section: Any) -> Any:
-        changes = {
-            f.name: round(getattr(section, f.name) * scale)
-            for f in fields(section)
-            if f.metadata.get("epoch_length")
-        }
-        return replace(section, **changes)
-
-    return replace(
-        config,
-        data=replace(config.data, train_size=profile.train_size, test_size=profile.test_size),
-        method=replace(scaled(config.method), options=scaled(config.method.options)),
-        model=scaled(config.model),
-        train=replace(scaled(config.train), epochs=profile.epochs),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Overrides: `section.key=value`, type-checked against the dataclass field types.
-
-
-def _section_types(section_cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(section_cls)
-
-
-def method_key_types(method: str) -> dict[str, Any]:
-    """The method section's keys for `method` with their types: the shared ones, then the
-    method's own (its Options)."""
-    from sslbench.methods import get_method
-
-    shared = {k: v for k, v in _section_types(MethodConfig).items() if k != "options"}
-    return {**shared, **typing.get_type_hints(get_method(method).Options)}
-
-
-def _methods_owning(key: str) -> list[str]:
-    from sslbench.methods import get_method, method_names
-
-    return [m for m in method_names() if key in typing.get_type_hints(get_method(m).Options)]
-
-
-def all_keys(method: str | None = None) -> list[str]:
-    """Every settable key, e.g. `train.lr`; the method section's for `method`, or those of
-    every registered method when it is None."""
-    from sslbench.methods import method_names
-
-    keys = ["seed"]
-    for name, section_cls in _section_types(RunConfig).items():
-        if name == "method":
-            names = dict.fromkeys(k for m in ([method] if method else method_names())
-                                  for k in method_key_types(m))
-            keys += [f"method.{k}" for k in names]
-        elif is_dataclass(section_cls):
-            keys += [f"{name}.{f.name}" for f in fields(section_cls)]
-    return keys
-
-
-def _parse_value(key: str, text: str, annotation: Any) -> Any:
-    """Parse `text` as a value of `annotation` (int, float, bool, str, Literal, X | None)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if type(None) in options and text.lower() in ("none", "null", "all"):
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _parse_value(key, text, inner)
-    if origin is Literal:
-        allowed = typing.get_args(annotation)
-        if text not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {text!r}")
-        return text
-    if annotation is bool:
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key} must be true or false; got {text!r}")
-    if annotation is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{key} must be an integer; got {text!r}") from None
-    if annotation is float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"{key} must be a number; got {text!r}") from None
-        # Training runs in float32: a value past its range overflows inside the step.
-        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-            raise ConfigError(f"{key} must be a finite number within float32's range "
-                              f"(|x| <= {FLOAT32_MAX:.3g}); got {text!r}")
-        return value
-    if annotation is str:
-        return text
-    raise ConfigError(f"{key} has a type that cannot be set from the command line")
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Accept a string (command line) or a Python value (grid module) for a field."""
-    if isinstance(value, str):
-        text = value
-    elif value is None:
-        text = "none"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    return _parse_value(key, text, annotation)
-
-
-def with_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
-    """Return `config` with `{"section.key": value}` applied; values may be strings.
-
-    Raises ConfigError for unknown keys, wrong types and impossible values.
-    """
-    sections: dict[str, dict[str, Any]] = {}
-    method_changes: dict[str, Any] = {}
-    top: dict[str, Any] = {}
-    run_types = _section_types(RunConfig)
-    for key, raw in overrides.items():
-        if key == "seed":
-            top["seed"] = _coerce(key, raw, int)
-            continue
-        section, _, name = key.partition(".")
-        if section == "method" and name:
-            method_changes[name] = raw  # applied together: a new name brings its own keys
-            continue
-        section_cls = run_types.get(section)
-        if not name or section_cls is None or not is_dataclass(section_cls):
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(all_keys())}")
-        field_types = _section_types(section_cls)
-        if name not in field_types:
-            raise ConfigError(f"unknown config key {key!r}; valid keys in {section}: "
-                              f"{', '.join(f'{section}.{n}' for n in field_types)}")
-        sections.setdefault(section, {})[name] = _coerce(key, raw, field_types[name])
-    updated = {s: replace(getattr(config, s), **changes) for s, changes in sections.items()}
-    if method_changes:
-        updated["method"] = _method_with(config.method, method_changes)
-    return replace(config, **top, **updated)
-
-
-def _method_with(method: MethodConfig, changes: Mapping[str, Any]) -> MethodConfig:
-    """`method` with `{key: value}` applied; a new `name` starts from that method's own
-    Options at their defaults, and only its keys (and the shared ones) may be set."""
-    from sslbench.methods import get_method, method_names
-
-    name = method.name
-    if "name" in changes:
-        name = _coerce("method.name", changes["name"], str)
-        _check(name in method_names(),
-               f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
-    key_types = method_key_types(name)
-    shared: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    for key, raw in changes.items():
-        if key == "name":
-            continue
-        if key not in key_types:
-            owners = _methods_owning(key)
-            whose = f"; method.{key} is a knob of {', '.join(owners)}" if owners else ""
-            raise ConfigError(f"unknown config key 'method.{key}' for method {name}; its keys: "
-                              f"{', '.join(f'method.{k}' for k in key_types)}{whose}")
-        value = _coerce(f"method.{key}", raw, key_types[key])
-        (shared if key in SHARED_METHOD_KEYS else own)[key] = value
-    options = method.options if name == method.name else get_method(name).Options()
-    try:
-        options = replace(options, **own)
-    except ValueError as error:  # the method's own check (methods import no ConfigError)
-        raise ConfigError(str(error)) from None
-    return replace(method, name=name, options=options, **shared)
-
-
-# Keys a command sets itself, and the flag that does: `--set` may not change them, or a
-# grid of seeds 0..4 would train seed 5 five times, and a console line would disagree with
-# the record.
-OWNED_KEYS = {"seed": "--seed (run) or --seeds (ablate, search)",
-              "method.name": "--method (run), the grid's variants (ablate) or --space (search)"}
-
-
-def parse_set_args(items: Iterable[str]) -> dict[str, str]:
-    """Parse `--set key=value` items into a dict, rejecting malformed ones and the keys
-    the command owns (OWNED_KEYS)."""
-    parsed: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set train.lr=0.001)")
-        if key.strip() in OWNED_KEYS:
-            raise ConfigError(f"--set {key.strip()} is not allowed: the command sets it; use "
-                              f"{OWNED_KEYS[key.strip()]}")
-        parsed[key.strip()] = value.strip()
-    return parsed
-
-
-def legacy_method_name(config: Mapping[str, Any]) -> str:
-    """The method a stored config dict means today: a config stored before train.batches
-    existed with method `supervised` is the SSL pipeline baseline, `supervised_pipeline`."""
-    name = str(config.get("method", {}).get("name", ""))
-    if name == "supervised" and "batches" not in config.get("train", {}):
-        return "supervised_pipeline"
-    return name
 
 
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `RunConfig.to_dict()` output (as stored in a record); a
     config stored under an older meaning of its method name gets today's name."""
     data = {**data, "method": {**data.get("method", {}), "name": legacy_method_name(data)}}
-    run_types = _section_types(RunConfig)
+    run_types = typing.get_type_hints(RunConfig)
     kwargs: dict[str, Any] = {"seed": int(data["seed"])}
     for name, section_cls in run_types.items():
         if name == "seed":
@@ -520,10 +259,8 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 def _method_from_dict(stored: Mapping[str, Any]) -> MethodConfig:
     """The method section of a stored config: the shared keys, the method's own, and the
     old all-methods keys at their defaults (left out: they meant nothing for this method)."""
-    from sslbench.methods import get_method, method_names
-
     name = str(stored.get("name", MethodConfig.name))
-    _check(name in method_names(),
+    check(name in method_names(),
            f"stored config names unknown method {name!r}; choose one of: "
            f"{', '.join(method_names())} (or load the plugin that registers it: --plugin)")
     options_cls = get_method(name).Options
@@ -550,19 +287,3 @@ def _method_from_dict(stored: Mapping[str, Any]) -> MethodConfig:
     return MethodConfig(name=name, options=options, **shared)
 
 
-def build_config(method: str, seed: int, profile: str,
-                 overrides: Mapping[str, Any] | None = None,
-                 variant_overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Defaults -> the method's defaults -> variant overrides (paper units) -> profile ->
-    `--set` overrides."""
-    from sslbench.methods import get_method, method_names
-
-    _check(method in method_names(),
-           f"unknown method {method!r}; choose one of: {', '.join(method_names())}")
-    # One step: a method's own defaults (the classic baseline's train.batches=labeled) must
-    # arrive with its name, or the config in between would be refused.
-    config = with_overrides(RunConfig(seed=seed),
-                            {"method.name": method, **get_method(method).default_overrides})
-    config = with_overrides(config, variant_overrides or {})
-    config = apply_profile(config, get_profile(profile))
-    return with_overrides(config, overrides or {})

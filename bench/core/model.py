@@ -55,7 +55,7 @@ def init_params(config: ModelConfig, num_classes: int, image_size: int,
             for name in per_run[0]}
 
 
-def _conv_weight(params: Params, name: str) -> torch.Tensor:
+def conv_weight(params: Params, name: str) -> torch.Tensor:
     """(R, Cout, Cin, 3, 3) -> (R*Cout, Cin, 3, 3) for a grouped convolution."""
     v = params[f"{name}_v"]
     if f"{name}_g" in params:
@@ -72,7 +72,7 @@ def _per_run_random(shape: tuple[int, ...], gens: Sequence[torch.Generator], dev
     return torch.stack([torch.rand(shape, generator=g, device=device) for g in gens])
 
 
-def _max_pool(x: torch.Tensor) -> torch.Tensor:
+def max_pool(x: torch.Tensor) -> torch.Tensor:
     """Max pool 3x3, stride 2, pad 1, on channels-last memory: on the CPU its kernel
     vectorizes over channels and runs about 7x faster (forward + backward) than on NCHW,
     where it took half of a training step. Values and gradients are the same."""
@@ -82,7 +82,7 @@ def _max_pool(x: torch.Tensor) -> torch.Tensor:
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) in channels-last memory, one channel included. For C = 1 both layouts fit
     the same strides, and `.contiguous(memory_format=channels_last)` keeps NCHW's; oneDNN then
-    gives conv1 an NCHW output, which `_max_pool` converts, at a copy forward and another in
+    gives conv1 an NCHW output, which `max_pool` converts, at a copy forward and another in
     backward: 4.6 ms of a 15.6 ms CPU step (bench/measure/roofline.py). With channels-last strides
     spelled out, conv1's output is channels-last too. The values are the same."""
     x = x.contiguous(memory_format=torch.channels_last)
@@ -92,7 +92,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _activation(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+def activation(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     if config.activation == "leaky_relu":
         return F.leaky_relu(x, config.leaky_slope)
     return F.relu(x)
@@ -167,12 +167,12 @@ def network(params: Params, config: ModelConfig, images: torch.Tensor,
     # Runs become channel groups: (R, B, 1, H, W) -> (B, R*1, H, W).
     # Channels-last throughout: oneDNN's NHWC convolutions and the pools run faster on it.
     x = _channels_last(images.transpose(0, 1).flatten(1, 2))
-    x = F.conv2d(x, _conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1,
+    x = F.conv2d(x, conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1,
                  groups=runs)
-    x = _activation(config, _max_pool(x))
-    x = F.conv2d(x, _conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1,
+    x = activation(config, max_pool(x))
+    x = F.conv2d(x, conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1,
                  groups=runs)
-    x = _activation(config, _max_pool(x))  # (B, R*C2, 7, 7)
+    x = activation(config, max_pool(x))  # (B, R*C2, 7, 7)
     x = x.reshape(batch, runs, -1).transpose(0, 1)  # (R, B, C2*7*7)
     if keep_mask is not None:
         x = x * keep_mask / (1.0 - config.dropout)

@@ -116,8 +116,8 @@ def step_profile(data_root: Path) -> dict[str, Any]:
     """The real training step: its median time, and each op's own time per step."""
     from torch.profiler import ProfilerActivity, profile
 
-    from sslbench.bench.core.config import build_config
     from sslbench.bench.core.data import prepare
+    from sslbench.bench.core.overrides import build_config
     from sslbench.bench.core.train import batch_indices, init_state, start_epoch, train_step
 
     config = build_config("temporal_ensembling", 0, "quick")  # all 60,000 images, as trained

@@ -18,9 +18,7 @@ training images per second (evaluation excluded), the median over epochs after t
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import os
 import platform
 import traceback
@@ -31,8 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.errors import UserError
-from sslbench.bench.files import check_writable, write_text_atomic
-from sslbench.bench.messages import Log, say
+from sslbench.bench.messages import Log
 from sslbench.bench.runs.pool import WorkerPool, worker_barrier
 
 if TYPE_CHECKING:
@@ -113,7 +110,7 @@ def validate(settings: BenchSettings) -> None:
 
 def bench_config(settings: BenchSettings, seed: int = 0) -> RunConfig:
     """The temporal-ensembling config of every pipeline: smoke profile, the bench's slice."""
-    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.overrides import build_config
 
     return build_config(METHOD, seed, "smoke", {
         "data.train_size": settings.train_size, "data.test_size": settings.test_size,
@@ -381,67 +378,3 @@ def _ratio_note(key: str, ratio: dict[str, Any], doc: dict[str, Any]) -> str:
 
 def _load(values: list[float] | None) -> str:
     return "n/a" if values is None else " / ".join(f"{v:.2f}" for v in values)
-
-
-# -- command line -----------------------------------------------------------------------------
-
-
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add `bench` to the CLI's subparsers; returns the new parser."""
-    from sslbench.bench.core.datasets import default_root
-
-    parser = commands.add_parser(
-        "bench", help="measured throughput: the blog's naive pipeline vs the harness",
-        description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE,
-                        help=f"training images (default {DEFAULT_TRAIN_SIZE:,})")
-    parser.add_argument("--test-size", type=int, default=DEFAULT_TEST_SIZE,
-                        help=f"test images (default {DEFAULT_TEST_SIZE:,})")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                        help=f"epochs per measurement, >= 2 (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--stack", type=int, default=DEFAULT_STACK,
-                        help=f"runs of the stacked measurement (default {DEFAULT_STACK})")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--two-process", action=argparse.BooleanOptionalAction, default=None,
-                        help="measure two one-thread processes at once (default: on CPU only)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="also measure one harness run with bf16 autocast (default: where "
-                             "the device computes bf16 natively)")
-    parser.add_argument("--root", default=str(default_root()),
-                        help="data folder (default: $SSLBENCH_DATA or ~/.cache/sslbench/data)")
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help=f"folder for bench.json and bench.md (default {DEFAULT_OUT})")
-    parser.set_defaults(func=command)
-    return parser
-
-
-def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    from sslbench.bench.core.device import resolve_device
-    from sslbench.bench.core.precision import native_bf16
-
-    device = resolve_device(args.device)  # UserError for an unknown or absent device
-    on_cpu = device.type == "cpu"
-    two_process = on_cpu and (os.cpu_count() or 1) >= 2 if args.two_process is None \
-        else bool(args.two_process)
-    bf16 = native_bf16(device) if args.bf16 is None else bool(args.bf16)
-    return BenchSettings(train_size=args.train_size, test_size=args.test_size,
-                         epochs=args.epochs, stack=args.stack, device=str(device),
-                         data_root=str(Path(args.root).expanduser()), two_process=two_process,
-                         bf16=bf16)
-
-
-
-
-def command(args: argparse.Namespace) -> int:
-    """`sslbench bench`: measure, print the markdown table, write bench.json and bench.md."""
-    settings = settings_from_args(args)
-    validate(settings)  # before the output folder is touched
-    out = Path(args.out).expanduser()
-    check_writable(out)
-    doc = run_bench(settings, log=say)
-    markdown = render_markdown(doc)
-    write_text_atomic(out / "bench.json", json.dumps(doc, indent=1) + "\n")
-    write_text_atomic(out / "bench.md", markdown)
-    print(markdown)
-    say(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
-    return 0

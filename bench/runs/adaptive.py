@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
-from sslbench.ablations import get_grid
+from sslbench.ablations.grid import Grid
 from sslbench.bench.errors import UserError
 from sslbench.bench.runs.runner import run_grid
+from sslbench.bench.runs.settings import GridSettings
 from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import sequential, tables
@@ -46,8 +46,7 @@ class AdaptiveOutcome:
         return [c for c in self.comparisons if c.decision == "open"]
 
 
-def family_comparisons(grid_name: str, variants: Sequence[str] | None) -> list[Comparison]:
-    grid = get_grid(grid_name)
+def family_comparisons(grid: Grid, variants: Sequence[str] | None) -> list[Comparison]:
     chosen = set(variants) if variants else {v.name for v in grid.variants}
     found = []
     for variant in grid.variants:
@@ -55,7 +54,7 @@ def family_comparisons(grid_name: str, variants: Sequence[str] | None) -> list[C
         if variant.name in chosen and baseline is not None and grid.in_family(variant.name):
             found.append(Comparison(variant.name, baseline))
     if not found:
-        raise UserError(f"grid {grid_name!r} has no compared variant among "
+        raise UserError(f"grid {grid.name!r} has no compared variant among "
                         f"{', '.join(sorted(chosen))}; --until-decided needs a variant and "
                         f"its baseline")
     return found
@@ -86,14 +85,14 @@ def judge(comparisons: Sequence[Comparison], frame: pd.DataFrame, look: sequenti
             comparison.decision, comparison.round, comparison.seeds = word, look.round, look.seeds
 
 
-def run_until_decided(grid_name: str, profile: str, *, store: RunStore, max_seeds: int,
-                      round_size: int, sesoi: float, variants: Sequence[str] | None = None,
-                      metric: str = tables.DEFAULT_METRIC,
-                      log: Callable[[str], None] = print,
-                      **grid_options: Any) -> AdaptiveOutcome:
+def run_until_decided(grid: Grid, settings: GridSettings, *, store: RunStore, max_seeds: int,
+                      round_size: int, sesoi: float, metric: str = tables.DEFAULT_METRIC,
+                      log: Callable[[str], None] = print) -> AdaptiveOutcome:
     """Rounds of `round_size` seeds up to `max_seeds`, until every comparison is decided.
-    `grid_options` go to each round's run_grid (workers, stack, device, checkpoints...)."""
-    comparisons = family_comparisons(grid_name, variants)
+    Each round runs the grid with `settings` (workers, stack, device, checkpoints...), its
+    seeds and variants those of the round; the comparisons are those of `settings.variants`
+    (None: the grid's whole family)."""
+    comparisons = family_comparisons(grid, settings.variants)
     outcome = AdaptiveOutcome(comparisons, sequential.looks(max_seeds, round_size))
     for look in outcome.looks:
         still = outcome.open()
@@ -103,20 +102,20 @@ def run_until_decided(grid_name: str, profile: str, *, store: RunStore, max_seed
         log(f"round {look.round}: seeds 0-{look.seeds - 1} of {', '.join(needed)} "
             f"(alpha spent at this look: {look.spent:.2g} over {len(comparisons)} "
             f"comparisons)")
-        ran = run_grid(grid_name, profile, list(range(look.seeds)), store=store,
-                       variants=needed, log=log, **grid_options)
+        ran = run_grid(grid, settings.with_seeds(range(look.seeds)).with_variants(needed),
+                       store=store, log=log)
         outcome.cells_run += len(ran.finished)
         outcome.failed += ran.failed
         if ran.stopped:
             outcome.stopped = True
             return outcome
-        frame = tables.runs_frame(load_runs(store, grid_name, profile), metric)
+        frame = tables.runs_frame(load_runs(store, grid.name, settings.profile), metric)
         judge(comparisons, frame, look, sesoi)
         for comparison in still:
             if comparison.decision != "open":
                 log(f"{comparison.variant} vs {comparison.baseline}: {comparison.decision} "
                     f"at round {look.round} ({look.seeds} seeds); no more seeds for it")
-    save_decisions(store, grid_name, profile, outcome, sesoi, round_size, max_seeds)
+    save_decisions(store, grid.name, settings.profile, outcome, sesoi, round_size, max_seeds)
     return outcome
 
 

@@ -20,6 +20,7 @@ from sslbench.bench.runs.search import (
     final_grid,
     summary_lines,
 )
+from sslbench.bench.runs.settings import GridSettings
 from sslbench.bench.store.names import grid_study_name, search_study_name
 from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
 from sslbench.reports.build import write_report
@@ -70,9 +71,10 @@ def finalize(url: str, space: str, profile: str, *, seeds: int, workers: int, de
     store.study_id(grid_study_name(grid.name, profile), {"grid": grid.name, "profile": profile,
                                                          "kind": "final", "search": name,
                                                          "variants": _variants_attr(grid)})
-    outcome = run_grid(grid.name, profile, list(range(seeds)), store=store,
-                       overrides=overrides, workers=workers, device=device, threads=threads,
-                       data_root=data_root, checkpoint_dir=default_checkpoint_dir(url), log=log)
+    settings = GridSettings(profile, tuple(range(seeds)), overrides=overrides,
+                            data_root=data_root, workers=workers, device=device,
+                            threads=threads, checkpoint_dir=default_checkpoint_dir(url))
+    outcome = run_grid(grid, settings, store=store, log=log)
     if outcome.stopped:
         return None
     if outcome.failed:

@@ -28,11 +28,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from sslbench.ablations.grid import Grid, Variant, get_grid, register_grid
+from sslbench.ablations.grid import Grid, Variant
 from sslbench.ablations.spaces import get_space
 from sslbench.bench.core.device import resolve_device
 from sslbench.bench.core.train import EpochSummary, train_stack
-from sslbench.bench.errors import ConfigError, DivergedError, UserError
+from sslbench.bench.errors import DivergedError, UserError
 from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.pool import WorkerPool
 from sslbench.bench.store.names import search_study_name
@@ -121,7 +121,7 @@ def open_study(store: RunStore, settings: SearchSettings, worker: int = 0) -> op
 
 def _probe_config(settings: SearchSettings) -> Any:
     """A config of the space at its defaults: checks --set and gives the epoch count."""
-    from sslbench.bench.core.config import build_config
+    from sslbench.bench.core.overrides import build_config
 
     return build_config(get_space(settings.space).method, settings.search_seeds[0],
                         settings.profile, settings.run_overrides)
@@ -320,7 +320,5 @@ def final_grid(study: optuna.Study) -> Grid:
                   Variant("tuned", space.method, tuned,
                           "best trial: " + _params(study.best_trial.params))),
         control="defaults")
-    try:
-        return get_grid(name)
-    except ConfigError:
-        return register_grid(grid)
+    return grid  # never registered: run_grid takes the Grid, and the report reads the
+    # variants that finalize stores on the study

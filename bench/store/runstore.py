@@ -38,7 +38,7 @@ from optuna.storages.journal import JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sslbench.bench.core.config import legacy_method_name
+from sslbench.bench.core.legacy import relabel_legacy
 from sslbench.bench.errors import StoreError
 from sslbench.bench.store.journal import SafeJournalFileBackend
 
@@ -331,40 +331,9 @@ def _rdb_storage(url: str) -> RDBStorage:
         engine.dispose()
 
 
-def _relabel_legacy(cell: str, variant: str, config: dict[str, Any] | None,
-                    record: dict[str, Any] | None
-                    ) -> tuple[str, str, dict[str, Any] | None]:
-    """A cell stored when `supervised` meant the SSL pipeline baseline reads as what it is,
-    `supervised_pipeline` (variant, cell key and the record's method), never as the classic
-    baseline that holds the name now. The stored trial itself is left as written."""
-    if config is None or legacy_method_name(config) != "supervised_pipeline" \
-            or config["method"]["name"] != "supervised":
-        return cell, variant, record
-    original, renamed = variant, legacy_variant_name(variant)
-    cell = renamed + cell.removeprefix(variant)
-    variant = renamed
-    if record is not None:
-        record = {**record, "method": "supervised_pipeline",
-                  "config": {**record["config"], "method": {**record["config"]["method"],
-                                                            "name": "supervised_pipeline"}},
-                  "relabeled_from": {"method": "supervised", "variant": original}}
-    return cell, variant, record
-
-
-def legacy_variant_name(variant: str) -> str:
-    """The name a variant of a legacy pipeline cell reads under: `supervised` ->
-    `supervised_pipeline` (as the grids name it now), `supervised_aug` ->
-    `supervised_pipeline_aug`, `sup_k100` -> `pipe_k100`, anything else + `_pipeline`."""
-    if variant == "supervised" or variant.startswith("supervised_"):
-        return "supervised_pipeline" + variant.removeprefix("supervised")
-    if variant.startswith("sup_"):
-        return "pipe_" + variant.removeprefix("sup_")
-    return variant + "_pipeline"
-
-
 def _cell_run(trial: FrozenTrial) -> CellRun:
     attrs = trial.user_attrs
-    cell, variant, record = _relabel_legacy(attrs["cell"], attrs["variant"], attrs.get("config"),
+    cell, variant, record = relabel_legacy(attrs["cell"], attrs["variant"], attrs.get("config"),
                                             attrs.get("record"))
     return CellRun(trial_id=trial._trial_id, number=trial.number, cell=cell,
                    variant=variant, seed=int(attrs["seed"]), state=trial.state.name,

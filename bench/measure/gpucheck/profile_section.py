@@ -23,8 +23,8 @@ def run_profile(check: Check, reserve_s: float) -> dict[str, Any]:
 def child_profile(options: Options, deadline: float, partial: SectionFile) -> dict[str, Any]:
     """Each stack's figures, and its profiler table in profile-stackN.txt; the result
     rewritten after each stack."""
-    from sslbench.bench.core.config import build_config
     from sslbench.bench.core.datasets import MNIST, verify
+    from sslbench.bench.core.overrides import build_config
 
     del deadline  # a few steps per stack: the parent's estimate covers them all
     sizes = options.sizes

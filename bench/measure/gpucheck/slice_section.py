@@ -62,8 +62,8 @@ def slice_estimate_s(plan: dict[str, Any], epochs: int) -> float:
 
 
 def _slice_train_images(sizes: Sizes) -> int:
-    from sslbench.bench.core.config import get_profile
     from sslbench.bench.core.datasets import MNIST
+    from sslbench.bench.core.profiles import get_profile
 
     return get_profile(sizes.slice_profile).train_size or MNIST.num_train
 
@@ -132,15 +132,18 @@ def _run_slice_grid(options: Options, store: RunStore, seeds: list[int], workers
                     stack: int) -> GridOutcome:
     """The grid's cells at the slice's epochs (`--set train.epochs=N`), checkpoints in a
     temporary folder."""
+    from sslbench.ablations import get_grid
     from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.runs.settings import GridSettings
 
     sizes = options.sizes
     with tempfile.TemporaryDirectory(prefix="gpucheck-ckpt-") as checkpoints:
-        return run_grid(GRID, sizes.slice_profile, seeds, store=store,
-                        variants=list(sizes.slice_variants) or None,
-                        overrides={"train.epochs": str(options.epochs_slice)}, workers=workers,
-                        device=options.device, data_root=options.root,
-                        checkpoint_dir=Path(checkpoints), stack=stack, log=say)
+        settings = GridSettings(sizes.slice_profile, tuple(seeds),
+                                variants=tuple(sizes.slice_variants) or None,
+                                overrides={"train.epochs": str(options.epochs_slice)},
+                                data_root=options.root, workers=workers, device=options.device,
+                                stack=stack, checkpoint_dir=Path(checkpoints))
+        return run_grid(get_grid(GRID), settings, store=store, log=say)
 
 
 def _slice_cells(store: RunStore, profile: str) -> dict[str, CellRun]:
@@ -156,7 +159,7 @@ def _slice_projection(records: Sequence[dict[str, Any]], wall_s: float, options:
                       workers: int, stack: int, seeds: int) -> dict[str, Any]:
     """`project` on the slice's records: the grid's variants and the profile's epochs."""
     from sslbench.ablations import get_grid
-    from sslbench.bench.core.config import get_profile
+    from sslbench.bench.core.profiles import get_profile
 
     sizes = options.sizes
     return project(

@@ -22,17 +22,17 @@ from typing import Any
 
 import torch
 
-from sslbench.bench.core.config import build_config
 from sslbench.bench.core.data import prepare
 from sslbench.bench.core.datasets import default_root
 from sslbench.bench.core.model import (
-    _activation,
-    _conv_weight,
-    _max_pool,
+    activation,
+    conv_weight,
     forward,
     init_params,
+    max_pool,
     predict,
 )
+from sslbench.bench.core.overrides import build_config
 from sslbench.bench.core.sampling import batch_plan, epoch_order
 from sslbench.bench.core.seeds import generator
 from sslbench.methods.losses import UNLABELED, supervised_loss
@@ -55,10 +55,10 @@ COMPOSITIONS: dict[str, tuple[str, dict[str, Any]]] = {
 def dead_fraction(params, config, images) -> float:
     """Share of the classifier's inputs (after the second ReLU) zero on every probe image."""
     x = images.unsqueeze(0).transpose(0, 1).flatten(1, 2)
-    x = _activation(config, _max_pool(torch.nn.functional.conv2d(
-        x, _conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1)))
-    x = _activation(config, _max_pool(torch.nn.functional.conv2d(
-        x, _conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1)))
+    x = activation(config, max_pool(torch.nn.functional.conv2d(
+        x, conv_weight(params, "conv1"), params["conv1_b"].flatten(), padding=1)))
+    x = activation(config, max_pool(torch.nn.functional.conv2d(
+        x, conv_weight(params, "conv2"), params["conv2_b"].flatten(), padding=1)))
     return float((x.flatten(1).amax(dim=0) <= 0).float().mean())
 
 
