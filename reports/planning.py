@@ -16,6 +16,7 @@ import math
 import pandas as pd
 from scipy import stats
 
+from sslbench.ablations.grid import Grid
 from sslbench.bench.core.cost import CPU_CELL_OVERHEAD_S, modeled_run_seconds
 from sslbench.reports.stats import ALPHA, POWER, seeds_needed
 
@@ -108,13 +109,27 @@ def next_step_line(steps: pd.DataFrame, runs: pd.DataFrame, sesoi: float, worker
             f"`sslbench plan` gives each comparison's range.")
 
 
+def _pilot_line(grid: Grid, profile: str, url: str, workers: int) -> str:
+    """Where a profile has no runs yet: the pilot to run, and its modeled cost."""
+    from sslbench.bench.core.overrides import build_config
+
+    config = build_config(grid.variants[0].method, 0, profile,
+                          variant_overrides=grid.variants[0].overrides)
+    images = config.data.train_size or 60_000
+    hours = pilot_hours(PILOT_SEEDS * len(grid.variants), config.train.epochs, images, workers)
+    return (f"{grid.name}/{profile}: no pilot runs in {url}, so no spread to plan from. "
+            f"Pilot: `sslbench ablate --grid {grid.name} --profile {profile} --seeds "
+            f"{PILOT_SEEDS} --storage {url}`: {PILOT_SEEDS * len(grid.variants)} runs, about "
+            f"{hours:.1f} h on {workers} CPU worker(s) (estimated from this machine's measured "
+            f"8.7 s per epoch of 60,000 images and core).")
+
+
 def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers: int,
               alpha: float = ALPHA, power: float = POWER, round_size: int = 3) -> str:
     """`sslbench plan`: per profile, each comparison's sd, seeds needed and hours, from the
     pilot runs the store holds, with the seed budget `ablate --until-decided` would need;
     a recommendation; or, without pilot runs, the pilot to run and its cost."""
     from sslbench.ablations import get_grid
-    from sslbench.bench.core.overrides import build_config
     from sslbench.bench.core.profiles import get_profile
     from sslbench.reports import tables
     from sslbench.reports.build import comparisons, load_runs, stored_profiles
@@ -127,17 +142,7 @@ def plan_text(store, grid_name: str, profiles: list[str], sesoi: float, workers:
     for profile in profiles:
         get_profile(profile)
         if profile not in stored:
-            config = build_config(grid.variants[0].method, 0, profile,
-                                  variant_overrides=grid.variants[0].overrides)
-            images = config.data.train_size or 60_000
-            hours = pilot_hours(PILOT_SEEDS * len(grid.variants), config.train.epochs, images,
-                                workers)
-            lines += [f"{grid_name}/{profile}: no pilot runs in {store.url}, so no spread to "
-                      f"plan from. Pilot: `sslbench ablate --grid {grid_name} --profile "
-                      f"{profile} --seeds {PILOT_SEEDS} --storage {store.url}`: "
-                      f"{PILOT_SEEDS * len(grid.variants)} runs, about {hours:.1f} h on "
-                      f"{workers} CPU worker(s) (estimated from this machine's measured "
-                      f"8.7 s per epoch of 60,000 images and core).", ""]
+            lines += [_pilot_line(grid, profile, store.url, workers), ""]
             continue
         runs = load_runs(store, grid_name, profile)
         frame = tables.runs_frame(runs)

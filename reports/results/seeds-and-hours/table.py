@@ -52,6 +52,34 @@ def rows_for(name: str, sd: float, sd_source: str, run_hours: float) -> list[str
     return out
 
 
+def evidence(quick_runs: int, quick_hours: float, paper_runs: int, paper_hours: float,
+             ratio: float, sd_classic: float) -> list[str]:
+    """The table's evidence and caveats, with the figures they quote."""
+    return [
+        "",
+        "Evidence and caveats:",
+        f"- quick: {quick_runs} runs of the committed quick store (seeds 0-2), headline "
+        f"`tail_median`; median run {quick_hours * 60:.1f} min on one core beside one other.",
+        f"- paper: {paper_runs} runs of the committed paper store (TE control and the classic "
+        f"supervised baseline, seeds 0-2); median run {paper_hours * 60:.0f} min on one core "
+        "beside other work (45 min uncontended). No tweak was run at the paper protocol, so "
+        "its sd of paired differences is estimated from the spread of single runs: "
+        "sd(a - b) = sqrt 2 x sd(a) for unpaired noise. At quick the measured ratio "
+        f"sd(paired differences) / sd(control runs) is {ratio:.2f}, against the 1.41 of "
+        "unpaired noise: pairing by seed (same labeled subset, same initialization) "
+        "removes about half the variance there, so the sqrt 2 rows may overstate the "
+        "seeds a paired paper comparison needs; the row with quick's ratio assumes the "
+        "same correlation at 300 epochs. "
+        + (f"The classic baseline's 3 paper runs have sd {sd_classic:.2f}. "
+           if math.isfinite(sd_classic) else ""),
+        "- With 3 seeds an sd is known only within a wide interval (a factor of about 0.5 "
+        "to 6): the seed counts are planning figures, and `sslbench plan` recomputes them "
+        "as runs arrive.",
+        "- No GPU was measured: none was lent to this task.",
+        "",
+    ]
+
+
 def main() -> None:
     quick_runs, quick = frame_of("mnist100-quick/store.db", "sqlite", "quick")
     grid = get_grid("mnist100")
@@ -100,27 +128,7 @@ def main() -> None:
         *rows_for("paper (300 epochs)", math.sqrt(2) * BLOG_SD,
                   f"estimated: sqrt 2 x the sd {BLOG_SD:.2f} of the blog's 5 runs",
                   paper_hours),
-        "",
-        "Evidence and caveats:",
-        f"- quick: {len(quick)} runs of the committed quick store (seeds 0-2), headline "
-        f"`tail_median`; median run {quick_hours * 60:.1f} min on one core beside one other.",
-        f"- paper: {len(paper)} runs of the committed paper store (TE control and the classic "
-        f"supervised baseline, seeds 0-2); median run {paper_hours * 60:.0f} min on one core "
-        "beside other work (45 min uncontended). No tweak was run at the paper protocol, so "
-        "its sd of paired differences is estimated from the spread of single runs: "
-        "sd(a - b) = sqrt 2 x sd(a) for unpaired noise. At quick the measured ratio "
-        f"sd(paired differences) / sd(control runs) is {ratio:.2f}, against the 1.41 of "
-        "unpaired noise: pairing by seed (same labeled subset, same initialization) "
-        "removes about half the variance there, so the sqrt 2 rows may overstate the "
-        "seeds a paired paper comparison needs; the row with quick's ratio assumes the "
-        "same correlation at 300 epochs. "
-        + (f"The classic baseline's 3 paper runs have sd {sd_classic:.2f}. "
-           if math.isfinite(sd_classic) else ""),
-        "- With 3 seeds an sd is known only within a wide interval (a factor of about 0.5 "
-        "to 6): the seed counts are planning figures, and `sslbench plan` recomputes them "
-        "as runs arrive.",
-        "- No GPU was measured: none was lent to this task.",
-        "",
+        *evidence(len(quick), quick_hours, len(paper), paper_hours, ratio, sd_classic),
     ]
     (HERE / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
