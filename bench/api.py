@@ -39,7 +39,7 @@ def load_store(storage: str, grid: str | None = None) -> tuple[pd.DataFrame, pd.
     from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.export import export_frames
 
-    return export_frames(RunStore(storage, create=False), grid)
+    return export_frames(RunStore(storage, read_only=True), grid)
 
 
 def run_one(config: RunConfig, *, device: str = "auto", data_root: Path | None = None,

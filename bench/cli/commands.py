@@ -264,7 +264,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.export import parquet_available, write_export
 
-    store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
+    store = RunStore(args.storage, read_only=True)  # a store error leaves no --out folder behind
     written = write_export(store, Path(args.out), args.grid)
     print("written: " + ", ".join(str(p) for p in written))
     if not parquet_available():
@@ -278,7 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sslbench.reports.build import build_report
 
     out = Path(args.out)
-    store = RunStore(args.storage, create=False)  # a store error leaves no --out folder behind
+    store = RunStore(args.storage, read_only=True)  # a store error leaves no --out folder behind
     check_writable(out)
     profile = args.profile
     if args.settings is not None:
@@ -306,7 +306,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from sslbench.ablations import get_grid
 
     get_grid(args.grid)
-    store = RunStore(args.storage, create=False)
+    store = RunStore(args.storage, read_only=True)
     profiles = args.profile or [p for p in stored_profiles(store, args.grid) if "@" not in p] \
         or ["quick"]
     print(plan_text(store, args.grid, profiles, args.sesoi, workers, args.alpha, args.power))

@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sslbench.bench.core.legacy import relabel_legacy
 from sslbench.bench.errors import StoreError
-from sslbench.bench.store.journal import SafeJournalFileBackend
+from sslbench.bench.store.journal import SafeJournalFileBackend, check_is_journal
 
 DEFAULT_URL = "sqlite:///sslbench.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -91,14 +91,25 @@ class CellRun:
     heartbeat: float | None  # seconds since the epoch of its owner's last sign of life
 
 
+def _four_slashes(url: str) -> str:
+    """The hint for `scheme:///abs/path`, which names a path relative to here, as in
+    SQLAlchemy's URLs, where the user most likely meant the absolute one."""
+    scheme, _, rest = url.partition(":///")
+    if rest and not rest.startswith("/") and Path("/" + rest).exists():
+        return (f" (a path after {scheme}:/// is relative to the current folder; the "
+                f"absolute /{rest} needs four slashes: {scheme}:////{rest})")
+    return ""
+
+
 def _check_sqlite_file(url: str, create: bool) -> None:
     """A clear error before SQLAlchemy meets a file that is not a SQLite database."""
     if not url.startswith("sqlite:///"):
         return
     path = Path(url.removeprefix("sqlite:///")).expanduser()
     if not create and not path.exists():
-        raise StoreError(f"run store {path} does not exist; run `sslbench ablate` first or "
-                         f"pass the --storage URL of an existing store")
+        raise StoreError(f"run store {path} does not exist{_four_slashes(url)}; run "
+                         f"`sslbench ablate` first or pass the --storage URL of an existing "
+                         f"store")
     if path.exists():
         if path.is_dir():
             raise StoreError(f"run store {path} is a directory, not a SQLite file; "
@@ -122,24 +133,58 @@ def _check_journal_file(url: str, create: bool) -> Path:
                          f"--storage journal:///path/file.log")
     if not path.exists():
         if not create:
-            raise StoreError(f"run store {path} does not exist; run `sslbench ablate` first or "
-                             f"pass the --storage URL of an existing store")
+            raise StoreError(f"run store {path} does not exist{_four_slashes(url)}; run "
+                             f"`sslbench ablate` first or pass the --storage URL of an "
+                             f"existing store")
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise StoreError(f"cannot create journal store {path}: folder {path.parent} does "
                              f"not exist or is not writable; pass another --storage URL")
     return path
 
 
-def open_storage(url: str, create: bool = True) -> BaseStorage:
-    """The Optuna storage behind a store URL, or a one-line StoreError saying why not."""
+def _read_only_sqlite(url: str) -> RDBStorage:
+    """An existing SQLite run store opened so that nothing can write to it: the file is
+    checked to hold Optuna's tables first (an empty or foreign database is refused, not
+    given a schema), then opened in SQLite's read-only mode, with no table creation."""
+    import sqlite3
+
+    path = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
+    if path.stat().st_size == 0:
+        raise StoreError(f"run store {path} is an empty file, not a run store; it was left as "
+                         f"it is: pass the --storage URL of a store `sslbench ablate` wrote")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read run store {path}: {error}; check the file") from None
+    if "studies" not in tables:
+        raise StoreError(f"{path} is a SQLite database without a run store's tables; it was "
+                         f"left as it is: pass the --storage URL of a store `sslbench "
+                         f"ablate` wrote")
+    return RDBStorage(f"sqlite:///file:{path}?mode=ro&uri=true",
+                      engine_kwargs=_engine_kwargs(url), skip_table_creation=True)
+
+
+def open_storage(url: str, create: bool = True, read_only: bool = False) -> BaseStorage:
+    """The Optuna storage behind a store URL, or a one-line StoreError saying why not.
+
+    `read_only` (the commands that only read: report, export, plan): the store must exist,
+    and neither the file nor the database is ever written, not even to repair or to create
+    tables."""
+    create = create and not read_only
     if url in ("sqlite://", "sqlite:///") or ":memory:" in url:
         raise StoreError(f"run store {url!r} is an in-memory database: nothing would be kept "
                          f"when the command ends; pass a file, e.g. --storage sqlite:///runs.db")
     try:
         if url.startswith("journal:"):
             path = _check_journal_file(url, create)
-            return JournalStorage(SafeJournalFileBackend(str(path)))
+            if path.exists():
+                check_is_journal(str(path))
+            return JournalStorage(SafeJournalFileBackend(str(path), read_only=read_only))
         _check_sqlite_file(url, create)
+        if read_only and url.startswith("sqlite:///"):
+            return _read_only_sqlite(url)
         return _rdb_storage(url)
     except StoreError:
         raise
@@ -200,11 +245,13 @@ def writing(url: str, what: str) -> Iterator[None]:
 
 
 class RunStore:
-    def __init__(self, url: str = DEFAULT_URL, create: bool = True) -> None:
+    def __init__(self, url: str = DEFAULT_URL, create: bool = True,
+                 read_only: bool = False) -> None:
         """Open the store at `url`; with create=False a missing SQLite or journal file is an
-        error (reading commands never leave an empty database behind)."""
+        error (reading commands never leave an empty database behind); read_only: the file
+        is never written either (bench.store.runstore.open_storage)."""
         self.url = url
-        self.storage = open_storage(url, create)
+        self.storage = open_storage(url, create, read_only)
         self.owner = f"{host_name()}:{os.getpid()}"
 
     # -- studies ---------------------------------------------------------------------

@@ -34,7 +34,7 @@ def frame_of(relative: str, scheme: str, profile: str):
     folder = Path(tempfile.mkdtemp())
     copy = folder / Path(relative).name
     shutil.copy(RESULTS / relative, copy)
-    runs = load_runs(RunStore(f"{scheme}:///{copy}", create=False), "mnist100", profile)
+    runs = load_runs(RunStore(f"{scheme}:///{copy}", read_only=True), "mnist100", profile)
     return runs, tables.runs_frame(runs)
 
 

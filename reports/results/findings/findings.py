@@ -1,0 +1,199 @@
+"""The README's Findings: the blog's three claims, answered from the committed stores.
+
+Run from the repository root, after the reports are rebuilt:
+
+    .venv/bin/python reports/results/findings/findings.py
+
+It reads the committed quick and paper stores through the report's own code
+(reports.build.gather_report, at δ = SESOI), writes findings.md beside this file and puts
+the same table between the markers in README.md. Nothing here is typed by hand:
+tests/test_findings.py checks that every number equals the committed reports' paired.csv.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+README = ROOT / "README.md"
+START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+GRID = "mnist100"
+SESOI = 2.0  # points: the smallest effect the blog's "1-2%" claim is about
+
+# The blog's claims, in its words, and the variant of the mnist100 grid that tests each
+# against the control (the blog's own settings).
+CLAIMS = (
+    ("pixelwise", "normalization",
+     "channelwise normalization gives \"consistently better results (1-2% accuracy)\" than "
+     "pixelwise"),
+    ("batch_scaling", "scaling",
+     "the supervised loss divided by the labeled count, not the batch size: \"slightly "
+     "better and more stable\""),
+    ("ramp_none", "ramp-up",
+     "the ramp-up must be slow, \"otherwise, the network gets easily stuck in a degenerate "
+     "solution\" (no ramp-up)"),
+    ("ramp_fast", "ramp-up",
+     "the same claim, against a fast ramp-up (20 of 300 epochs)"),
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    profile: str
+    url: str  # from the repository root
+    folder: str  # the report's folder under reports/results
+
+
+SOURCES = (
+    Source("quick", "sqlite:///reports/results/mnist100-quick/store.db", "mnist100-quick"),
+    Source("paper", "journal:///reports/results/mnist100-paper/runs.log", "mnist100-paper"),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    variant: str
+    topic: str
+    claim: str
+    profile: str
+    folder: str
+    control_runs: int
+    variant_runs: int
+    n: int  # paired seeds (both finished, neither collapsed)
+    mean_diff: float  # points, variant - control
+    ci_low: float
+    ci_high: float
+    control_collapses: int
+    variant_collapses: int
+    verdict: str  # the report's verdict, word for word
+    rule: str  # the stopping rule's decision, where the grid ran --until-decided
+    plan: str  # where open: the seeds and hours `plan` says it needs
+
+
+def _rule(until: dict[str, Any] | None, variant: str) -> str:
+    if not until:
+        return ""
+    for c in until.get("comparisons", []):
+        if c["variant"] == variant:
+            if c["decision"] == "open":
+                return f"stopping rule: open after {until['max_seeds']} seeds (the budget)"
+            return (f"stopping rule: {c['decision']} at round {c['round']} "
+                    f"({c['seeds']} seeds, δ = {until['sesoi']:g})")
+    return ""
+
+
+def _plan(steps: Any, variant: str) -> str:
+    if steps is None:
+        return ""
+    row = steps[steps["variant"] == variant]
+    if row.empty or row.iloc[0]["decision"] not in ("inconclusive", "undetermined"):
+        return ""
+    needed, hours = row.iloc[0]["seeds_needed"], row.iloc[0]["hours_to_add"]
+    if needed is None or (isinstance(needed, float) and math.isnan(needed)):
+        return "plan: too few seeds to estimate the spread; 3 paired seeds first"
+    return f"plan: {int(needed)} paired seeds, about {hours:.1f} h more on 2 workers"
+
+
+def findings(root: Path = ROOT) -> list[Finding]:
+    """One finding per claim and profile that has runs of the variant."""
+    from sslbench.bench.store.runstore import RunStore
+    from sslbench.reports.build import gather_report
+
+    rows = []
+    for source in SOURCES:
+        scheme, _, path = source.url.partition(":///")
+        store = RunStore(f"{scheme}:///{root / path}", read_only=True)
+        data = gather_report(store, GRID, source.profile, sesoi=SESOI)
+        frame = data.frame
+        for variant, topic, claim in CLAIMS:
+            paired = data.paired[data.paired["variant"] == variant]
+            if paired.empty:
+                continue
+            p = paired.iloc[0]
+            runs = {v: frame[frame["variant"] == v] for v in ("control", variant)}
+            rows.append(Finding(
+                variant, topic, claim, source.profile, source.folder,
+                len(runs["control"]), len(runs[variant]), int(p["n"]), float(p["mean_diff"]),
+                float(p["ci_low"]), float(p["ci_high"]),
+                int(runs["control"]["collapsed"].sum()), int(runs[variant]["collapsed"].sum()),
+                str(p["verdict"]), _rule(data.until_decided, variant), _plan(data.steps, variant)))
+    return rows
+
+
+def _interval(f: Finding) -> str:
+    if not (math.isfinite(f.ci_low) and math.isfinite(f.ci_high)):
+        return f"{f.mean_diff:+.2f} (no interval from {f.n} seed)"
+    return f"{f.mean_diff:+.2f} [{f.ci_low:+.2f}, {f.ci_high:+.2f}]"
+
+
+def render(rows: list[Finding]) -> str:
+    lines = [
+        f"Built by `reports/results/findings/findings.py` from the committed stores, at "
+        f"δ = {SESOI:g} points; each row links its report, where the seeds, commits and "
+        f"device are stated. Effect: the variant minus the blog's setting (the control), "
+        f"in accuracy points, with its 95% paired t interval over the seeds where both "
+        f"finished and neither collapsed. A collapsed run (under twice chance) is a "
+        f"failure, counted here and left out of the effect.",
+        "",
+        "| claim (the blog's words) | profile | seeds control / variant (paired) | effect, "
+        "points [95% CI] | collapses control / variant | verdict | report |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in rows:
+        verdict = "; ".join(x for x in (f.verdict, f.rule, f.plan) if x)
+        lines.append(
+            f"| {f.topic}: {f.claim} | {f.profile} | {f.control_runs} / {f.variant_runs} "
+            f"({f.n}) | {_interval(f)} | {f.control_collapses}/{f.control_runs} / "
+            f"{f.variant_collapses}/{f.variant_runs} | {verdict} | "
+            f"[{f.folder}](reports/results/{f.folder}/report.md) |")
+    lines += ["", *_quick_vs_paper(rows)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _direction(f: Finding) -> str:
+    word = f.verdict.split(" ")[0].rstrip(":")
+    return word if word in ("better", "worse", "equivalent") else "open"
+
+
+def _quick_vs_paper(rows: list[Finding]) -> list[str]:
+    """Whether 30 epochs gave the answer 300 did, per claim where both profiles have one."""
+    by = {(f.variant, f.profile): f for f in rows}
+    out = []
+    for variant, _, _ in CLAIMS:
+        quick, paper = by.get((variant, "quick")), by.get((variant, "paper"))
+        if quick is None:
+            continue
+        if paper is None:
+            out.append(f"- `{variant}`: quick says {_direction(quick)}; no paper runs yet.")
+        elif "open" in (_direction(quick), _direction(paper)):
+            out.append(f"- `{variant}`: quick says {_direction(quick)}, paper says "
+                       f"{_direction(paper)} ({paper.n} paired seeds): not yet comparable.")
+        else:
+            same = ("the same answer" if _direction(quick) == _direction(paper)
+                    else "DIFFERENT answers")
+            out.append(f"- `{variant}`: quick says {_direction(quick)}, paper says "
+                       f"{_direction(paper)}: {same}.")
+    return ["Does the quick profile (30 epochs) predict the paper's (300)?", "", *out] \
+        if out else []
+
+
+def write(rows: list[Finding]) -> str:
+    table = render(rows)
+    (HERE / "findings.md").write_text("# Findings\n\n" + table)
+    text = README.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"README.md lacks the markers {START} and {END}; put them where the "
+                 f"findings go")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table}{END}{tail}")
+    return table
+
+
+if __name__ == "__main__":
+    print(write(findings()))

@@ -1,0 +1,142 @@
+"""A bad byte in a store never costs the store, and a command that only reads never writes.
+
+On real stores: the committed paper journal and quick SQLite store (copied), a notes file,
+an empty file and a foreign SQLite database; the CLI runs as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslbench.bench.errors import StoreError
+from sslbench.bench.store.journal import SafeJournalFileBackend
+from sslbench.bench.store.names import grid_study_name
+from sslbench.bench.store.runstore import RunStore
+
+RESULTS = Path(__file__).resolve().parent.parent / "reports" / "results"
+JOURNAL = RESULTS / "mnist100-paper" / "runs.log"
+SQLITE = RESULTS / "mnist100-quick" / "store.db"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def finished(store: RunStore, profile: str) -> list[str]:
+    study = store.find_study(grid_study_name("mnist100", profile))
+    assert study is not None
+    return sorted(r.cell for r in store.cell_runs(study) if r.state == "COMPLETE")
+
+
+def sslbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sslbench.bench.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    copy = tmp_path / "runs.log"
+    shutil.copyfile(JOURNAL, copy)
+    return copy
+
+
+def with_bad_line(path: Path, at: int, bad: bytes) -> None:
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([*lines[:at], bad, *lines[at:]]))
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_a_bad_journal_line_is_skipped_named_and_everything_else_kept(journal, where):
+    expected = finished(RunStore(f"journal:///{journal}", read_only=True), "paper")
+    lines = journal.read_bytes().count(b"\n")
+    at = 100 if where == "middle" else lines  # the last: garbage that ends in a newline
+    with_bad_line(journal, at, b'{"op_code": 4, "torn')
+    warnings: list[str] = []
+    backend = SafeJournalFileBackend(str(journal), read_only=True, warn=warnings.append)
+    logs = list(backend.read_logs(0))
+    assert len(logs) == lines  # every operation but the bad line
+    assert warnings == [f"journal {journal}: line {at + 1} skipped, not a journal operation "
+                        f"(21 bytes); every other line is kept (`sslbench store check` "
+                        f"writes a repaired copy)"]
+    assert list(backend.read_logs(len(logs))) == []  # numbering survives the skipped line
+    assert logs[at:at + 5] == list(backend.read_logs(at))[:5]
+    store = RunStore(f"journal:///{journal}")  # writable: appends after the bad line
+    assert finished(store, "paper") == expected
+    store.study_id("grid:after-the-bad-line:smoke")
+    again = RunStore(f"journal:///{journal}", read_only=True)
+    assert finished(again, "paper") == expected
+    assert again.find_study("grid:after-the-bad-line:smoke") is not None
+
+
+def test_an_append_never_follows_a_torn_tail(journal):
+    store = RunStore(f"journal:///{journal}")
+    with journal.open("ab") as handle:
+        handle.write(b'{"op_code": 1, "half a wri')  # a writer killed mid-write
+    store.study_id("grid:after-a-torn-tail:smoke")
+    assert not journal.read_bytes().endswith(b"\n" + b'{"op_code": 1, "half a wri')
+    assert b"half a wri" not in journal.read_bytes()
+    assert RunStore(f"journal:///{journal}", read_only=True).find_study(
+        "grid:after-a-torn-tail:smoke") is not None
+
+
+def test_a_read_only_journal_is_never_repaired(journal):
+    with journal.open("ab") as handle:
+        handle.write(b'{"op_code": 1, "half')
+    before = digest(journal)
+    store = RunStore(f"journal:///{journal}", read_only=True)
+    assert finished(store, "paper")
+    assert digest(journal) == before
+    with pytest.raises(StoreError, match="read-only"):
+        store.study_id("grid:never:smoke")
+    assert digest(journal) == before
+
+
+def test_reading_commands_leave_every_kind_of_store_byte_identical(tmp_path, journal):
+    """report, export and plan on real stores, and on files that are not stores: the valid
+    ones are read, the others refused with one line; no byte changes in any of them."""
+    sqlite_copy = tmp_path / "store.db"
+    shutil.copyfile(SQLITE, sqlite_copy)
+    (tmp_path / "notes.txt").write_text("my notes\nsecond line\n")
+    (tmp_path / "empty.db").write_bytes(b"")
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.execute("CREATE TABLE mine (x)")
+    files = ["store.db", "runs.log", "notes.txt", "empty.db", "other.db"]
+    before = {name: digest(tmp_path / name) for name in files}
+    good = {"store.db": "sqlite:///store.db", "runs.log": "journal:///runs.log"}
+    for name, url in good.items():
+        profile = "quick" if name == "store.db" else "paper"
+        for args in (["report", "--grid", "mnist100", "--profile", profile, "--out", "r"],
+                     ["export", "--out", "e"], ["plan", "--grid", "mnist100"]):
+            result = sslbench(*args, "--storage", url, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr[-800:]
+    refusals = {"notes.txt": ("journal:///notes.txt", "is not an Optuna journal"),
+                "empty.db": ("sqlite:///empty.db", "is an empty file, not a run store"),
+                "other.db": ("sqlite:///other.db", "without a run store's tables")}
+    for url, says in refusals.values():
+        for args in (["report", "--grid", "mnist100", "--out", "r2"], ["export", "--out", "e2"]):
+            result = sslbench(*args, "--storage", url, cwd=tmp_path)
+            assert result.returncode != 0 and says in result.stderr, result.stderr[-800:]
+            assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in \
+                result.stderr
+    assert {name: digest(tmp_path / name) for name in files} == before
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "e2").exists()
+
+
+def test_a_writing_command_refuses_a_file_that_is_not_a_journal(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(StoreError, match="is not an Optuna journal"):
+        RunStore(f"journal:///{notes}")
+    assert notes.read_text() == "my notes\n"
+
+
+def test_three_slashes_before_an_absolute_path_get_the_four_slash_hint(tmp_path, journal):
+    relative = str(journal).lstrip("/")
+    with pytest.raises(StoreError, match="needs four slashes: journal:////"):
+        RunStore(f"journal:///{relative}", read_only=True)
