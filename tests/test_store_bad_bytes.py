@@ -6,6 +6,7 @@ an empty file and a foreign SQLite database; the CLI runs as a user runs it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -140,3 +141,84 @@ def test_three_slashes_before_an_absolute_path_get_the_four_slash_hint(tmp_path,
     relative = str(journal).lstrip("/")
     with pytest.raises(StoreError, match="needs four slashes: journal:////"):
         RunStore(f"journal:///{relative}", read_only=True)
+
+
+# -- records validated when read --------------------------------------------------------
+
+
+def test_the_record_check_names_what_is_wrong(tmp_path):
+    from sslbench.bench.store.validate import record_problem
+
+    store = RunStore(f"journal:///{JOURNAL}", read_only=True)
+    study = store.find_study(grid_study_name("mnist100", "paper"))
+    good = next(r.record for r in store.cell_runs(study) if r.state == "COMPLETE")
+    assert record_problem(good) is None
+
+    def changed(path: str, value: object) -> dict:
+        copy = json.loads(json.dumps(good))
+        *parents, leaf = path.split(".")
+        target = copy
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+        return copy
+
+    assert "not a JSON object" in str(record_problem(None))
+    assert "schema 99" in str(record_problem(changed("schema", 99)))
+    assert record_problem(changed("metrics.final_test_accuracy", 5.0)) == \
+        "metrics.final_test_accuracy is 5.0, not a fraction in [0, 1]"
+    assert record_problem(changed("metrics.final_test_accuracy", "high")) == \
+        "metrics.final_test_accuracy is str, not a number"
+    assert "curves.test_accuracy[0]" in str(record_problem(
+        changed("curves.test_accuracy", [float("nan")])))
+    missing = json.loads(json.dumps(good))
+    del missing["metrics"]
+    assert record_problem(missing) == \
+        f"not a record of schema {good.get('schema', 1)}: field 'metrics' is missing"
+
+
+def test_a_bad_record_is_quarantined_reported_and_its_cell_rerun(tmp_path, data_root):
+    from sslbench.ablations import get_grid
+    from sslbench.bench.runs.runner import run_grid
+    from sslbench.bench.runs.settings import GridSettings
+    from sslbench.reports.build import write_report
+
+    path = tmp_path / "runs.db"
+    store = RunStore(f"sqlite:///{path}")
+    settings = GridSettings("smoke", (0, 1), variants=("control",),
+                            overrides={"train.epochs": "1"}, data_root=data_root)
+    grid = get_grid("mnist100")
+    assert sorted(run_grid(grid, settings, store=store, log=lambda _: None).finished) == \
+        ["control/seed0", "control/seed1"]
+    with sqlite3.connect(path) as db:  # seed 1's record: an accuracy of 500%
+        (row_id, text), = db.execute(
+            "SELECT a.trial_user_attribute_id, a.value_json FROM trial_user_attributes a JOIN "
+            "trial_user_attributes c ON a.trial_id = c.trial_id WHERE a.key = 'record' AND "
+            "c.key = 'cell' AND c.value_json = '\"control/seed1\"'").fetchall()
+        bad = json.loads(text)
+        bad["metrics"]["final_test_accuracy"] = 5.0
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE "
+                   "trial_user_attribute_id = ?", (json.dumps(bad), row_id))
+    store = RunStore(f"sqlite:///{path}")
+    study = store.find_study(grid_study_name("mnist100", "smoke"))
+    runs = {r.cell: r for r in store.cell_runs(study)}
+    assert runs["control/seed1"].state == "FAIL" and runs["control/seed1"].record is None
+    assert runs["control/seed1"].failure_kind == "invalid"
+    assert runs["control/seed0"].state == "COMPLETE"  # nothing else is affected
+
+    write_report(store, "mnist100", "smoke", tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "control/seed1" in text and "not a fraction in [0, 1]" in text
+    assert "500" not in (tmp_path / "report" / "summary.csv").read_text()
+    per_seed = (tmp_path / "report" / "per_seed.csv").read_text().splitlines()
+    assert len(per_seed) == 2  # the header and seed 0: the bad record enters no number
+
+    again = run_grid(grid, settings, store=store, log=lambda _: None)
+    assert again.finished == ["control/seed1"] and again.already_done == 1
+    attempts = [r for r in RunStore(f"sqlite:///{path}").cell_runs(study)
+                if r.cell == "control/seed1"]
+    assert sorted(r.state for r in attempts) == ["COMPLETE", "FAIL"]  # the bad one is kept
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value_json FROM trial_user_attributes WHERE "
+                          "trial_user_attribute_id = ?", (row_id,)).fetchone()[0] == \
+            json.dumps(bad)

@@ -48,10 +48,11 @@ from sslbench.bench.store.runstore import CellRun, RunStore, host_name, when_not
 HEARTBEAT_S = 10.0
 DEFAULT_GRACE_S = 120.0
 
-Status = Literal["ok", "diverged", "error", "interrupted"]
-# Failure kinds: a crash or an interruption is retried on the next invocation; a
-# divergence is deterministic for its config and seed, so it is kept unless asked.
-RETRIED_FAILURES: tuple[Status, ...] = ("error", "interrupted")
+Status = Literal["ok", "diverged", "error", "interrupted", "invalid"]
+# Failure kinds: a crash, an interruption or a record quarantined when read
+# (bench.store.validate) is retried on the next invocation; a divergence is deterministic
+# for its config and seed, so it is kept unless asked.
+RETRIED_FAILURES: tuple[Status, ...] = ("error", "interrupted", "invalid")
 
 
 @dataclass(frozen=True)

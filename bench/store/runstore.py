@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sslbench.bench.core.legacy import relabel_legacy
 from sslbench.bench.errors import StoreError
 from sslbench.bench.store.journal import SafeJournalFileBackend, check_is_journal
+from sslbench.bench.store.validate import INVALID, record_problem
 
 DEFAULT_URL = "sqlite:///sslbench.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -380,13 +381,17 @@ def _rdb_storage(url: str) -> RDBStorage:
 
 def _cell_run(trial: FrozenTrial) -> CellRun:
     attrs = trial.user_attrs
+    state, failure, kind = trial.state.name, attrs.get("failure"), attrs.get("failure_kind")
+    stored = attrs.get("record")
+    problem = record_problem(stored) if state == "COMPLETE" else None
+    if problem is not None:  # quarantined: read as a failed attempt, its bytes left alone
+        state, failure, kind, stored = "FAIL", f"invalid record: {problem}", INVALID, None
     cell, variant, record = relabel_legacy(attrs["cell"], attrs["variant"], attrs.get("config"),
-                                            attrs.get("record"))
+                                            stored)
     return CellRun(trial_id=trial._trial_id, number=trial.number, cell=cell,
-                   variant=variant, seed=int(attrs["seed"]), state=trial.state.name,
-                   failure=attrs.get("failure"), failure_kind=attrs.get("failure_kind"),
-                   record=record, config=attrs.get("config"), owner=attrs.get("owner"),
-                   heartbeat=attrs.get("heartbeat"))
+                   variant=variant, seed=int(attrs["seed"]), state=state, failure=failure,
+                   failure_kind=kind, record=record, config=attrs.get("config"),
+                   owner=attrs.get("owner"), heartbeat=attrs.get("heartbeat"))
 
 
 def latest_by_cell(runs: list[CellRun]) -> dict[str, CellRun]:
