@@ -16,6 +16,11 @@ from typing import NoReturn
 from sslbench.bench.errors import UserError
 
 SEED_FORMS = "give N (seeds 0..N-1), a range a-b or a list like 0,2,5-7"
+# The most seeds one command takes (--seeds, --max-seeds): far past any power analysis
+# (plan asks for hundreds at most), and small enough to plan at once. A seed itself is
+# below 2**31, what every random generator the runs seed accepts.
+MAX_SEEDS = 10_000
+MAX_SEED = 2**31 - 1
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,8 +36,9 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def at_least(low: int, what: str = "") -> Callable[[str], int]:
-    """An integer >= `low`; `what` says what the number counts, for the error line."""
+def at_least(low: int, what: str = "", high: int | None = None) -> Callable[[str], int]:
+    """An integer >= `low` (and <= `high`, when given); `what` says what the number
+    counts, for the error line."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -41,6 +47,9 @@ def at_least(low: int, what: str = "") -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(
                 f"must be >= {low}{f' ({what})' if what else ''}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(
+                f"must be <= {high:,}{f' ({what})' if what else ''}, got {value}")
         return value
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -69,18 +78,19 @@ def probability(text: str) -> float:
 
 def seed_list(text: str) -> list[int]:
     """`--seeds`: N (seeds 0..N-1), a range a-b (both included), or a comma list of seeds
-    and ranges (0,2,5-7)."""
+    and ranges (0,2,5-7); at most MAX_SEEDS seeds, each at most MAX_SEED."""
     text = text.strip()
     try:
-        if text.isdigit():
-            seeds = list(range(int(text)))
-        else:
-            seeds = []
-            for part in text.split(","):
-                low, _, high = part.strip().partition("-")
-                seeds += list(range(int(low), int(high or low) + 1))
+        spans = [(0, int(text) - 1)] if text.isdigit() else [
+            (int(low), int(high or low))
+            for low, _, high in (part.strip().partition("-") for part in text.split(","))]
     except ValueError:
         raise UserError(f"--seeds {text!r}: {SEED_FORMS}") from None
+    if sum(max(0, high - low + 1) for low, high in spans) > MAX_SEEDS or \
+            any(high > MAX_SEED for _, high in spans):
+        raise UserError(f"--seeds {text[:40]!r} asks for more than {MAX_SEEDS:,} seeds or a "
+                        f"seed above {MAX_SEED:,}; give fewer")
+    seeds = [seed for low, high in spans for seed in range(low, high + 1)]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise UserError(f"--seeds {text!r} names no seed, a seed twice or a negative one; "
                         f"{SEED_FORMS}")

@@ -9,6 +9,7 @@ from typing import Any
 
 from sslbench.bench.cli import commands as run_command
 from sslbench.bench.cli.flags import (
+    MAX_SEEDS,
     Parser,
     at_least,
     data_root_flag,
@@ -177,7 +178,7 @@ class Builder:
                                  "each is better, worse or equivalent within --sesoi (a valid "
                                  "sequential rule; see reports/sequential.py); --seeds is "
                                  "unused")
-        ablate.add_argument("--max-seeds", type=at_least(2), default=20,
+        ablate.add_argument("--max-seeds", type=at_least(2, high=MAX_SEEDS), default=20,
                             help="with --until-decided: the seed budget per variant "
                                  "(default 20)")
         ablate.add_argument("--round", type=at_least(1), default=3,
