@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -284,19 +286,40 @@ class ReportOutcome:
     next_step: str | None
 
 
+# Every file a report writes into its folder; a rebuild removes the ones it no longer
+# writes (a figure of an earlier build) and leaves anything else there (a store, a README,
+# a search's own figures) alone.
+REPORT_FILES = frozenset({
+    "report.md", "runs.csv", "summary.csv", "per_seed.csv", "paired.csv",
+    "reference_checks.csv", "reproduction.csv", "throughput.csv", "failures.csv",
+    "by_labels.csv", "accuracy.png", "curves.png", "throughput.png", "paired.png",
+    "accuracy_by_labels.png"})
+
+
 def build_report(store: RunStore, grid_name: str, profile: str | None, out: Path,
                  metric: str = tables.DEFAULT_METRIC, sesoi: float = DEFAULT_SESOI,
                  preamble: Sequence[str] = ()) -> ReportOutcome:
-    """Write report.md, CSV tables and PNG figures into `out`.
+    """Write report.md, CSV tables and PNG figures into `out`, whole or not at all.
 
     `metric` is the per-run headline (tables.METRICS); `sesoi` the smallest effect of
     interest in points, the equivalence margin of the verdicts; `preamble` markdown lines
-    before the protocol (a search's summary)."""
+    before the protocol (a search's summary). Everything is written into a temporary folder
+    beside `out` first, so an interrupt or an error leaves the old report as it was; then
+    each file replaces its old copy (report.md last) and the report files the new build
+    does not write are removed."""
     data = gather_report(store, grid_name, profile, metric, sesoi, preamble)
-    figs = write_artifacts(data, out)
-    path = out / "report.md"
-    path.write_text(render_report(data, figs, shown_store_url(store.url, out)))
-    return ReportOutcome(path=path, next_step=data.next_step)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-building-", dir=out.parent) as tmp:
+        staging = Path(tmp)
+        figs = write_artifacts(data, staging)
+        (staging / "report.md").write_text(
+            render_report(data, figs, shown_store_url(store.url, out)))
+        written = sorted(f.name for f in staging.iterdir())
+        for name in sorted(written, key=lambda n: n == "report.md"):  # report.md last
+            os.replace(staging / name, out / name)
+    for stale in REPORT_FILES - set(written):
+        (out / stale).unlink(missing_ok=True)
+    return ReportOutcome(path=out / "report.md", next_step=data.next_step)
 
 
 def write_report(store: RunStore, grid_name: str, profile: str | None, out: Path,

@@ -222,3 +222,35 @@ def test_a_bad_record_is_quarantined_reported_and_its_cell_rerun(tmp_path, data_
         assert db.execute("SELECT value_json FROM trial_user_attributes WHERE "
                           "trial_user_attribute_id = ?", (row_id,)).fetchone()[0] == \
             json.dumps(bad)
+
+
+# -- a report folder is never left half old, half new ------------------------------------
+
+
+def test_a_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from sslbench.reports import build, figures
+
+    shutil.copyfile(SQLITE, tmp_path / "store.db")
+    store = RunStore(f"sqlite:///{tmp_path / 'store.db'}", read_only=True)
+    out = tmp_path / "report"
+    build.write_report(store, "mnist100", "quick", out)
+    (out / "accuracy_by_labels.png").write_bytes(b"a figure of an earlier build")
+    (out / "README.md").write_text("the user's notes")
+    old = {p.name: digest(p) for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "throughput_bars", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build.write_report(store, "mnist100", "quick", out, sesoi=2.0)
+    assert {p.name: digest(p) for p in out.iterdir()} == old  # the old report, untouched
+    assert [p.name for p in tmp_path.iterdir() if "building" in p.name] == []
+
+    monkeypatch.undo()
+    build.write_report(store, "mnist100", "quick", out, sesoi=2.0)
+    assert "δ = 2 points" in (out / "report.md").read_text()
+    assert not (out / "accuracy_by_labels.png").exists()  # stale: this build has no such figure
+    assert (out / "README.md").read_text() == "the user's notes"
+    assert {p.name for p in out.iterdir()} == {"README.md"} | {
+        n for n in build.REPORT_FILES if n != "accuracy_by_labels.png"}
