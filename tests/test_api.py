@@ -18,7 +18,7 @@ from sslbench.bench.store.runstore import RunStore, latest_by_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "api.md").read_text()
-QUICK_STORE = ROOT / "reports" / "results" / "mnist100-quick" / "store.db"
+QUICK_STORE = ROOT / "tests" / "fixtures" / "mnist100-quick-pilot.db"
 
 
 def documented(heading: str) -> list[str]:

@@ -105,7 +105,7 @@ def test_every_committed_record_keeps_its_run_id():
     from pathlib import Path
 
     from sslbench.bench.store.identity import stored_run_id
-    from sslbench.bench.store.runstore import open_storage
+    from sslbench.bench.store.opening import open_storage
 
     results = Path(__file__).resolve().parent.parent / "reports" / "results"
     urls = [f"sqlite:///{p}" for p in sorted(results.glob("*/*.db"))]

@@ -22,7 +22,7 @@ from sslbench.bench.runs.cells import plan_cells
 from sslbench.bench.runs.runner import open_grid_study, start_estimate
 from sslbench.bench.store.runstore import RunStore
 
-QUICK_STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
+QUICK_STORE = Path(__file__).resolve().parent / "fixtures" / "mnist100-quick-pilot.db"
 
 
 def test_the_cpu_model_by_hand():

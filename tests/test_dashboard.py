@@ -14,7 +14,7 @@ from sslbench.bench.store.runstore import RunStore
 optuna_dashboard = pytest.importorskip("optuna_dashboard",
                                        reason="the `dashboard` extra is not installed")
 
-QUICK_STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
+QUICK_STORE = Path(__file__).resolve().parent / "fixtures" / "mnist100-quick-pilot.db"
 
 
 def get(app, path: str) -> tuple[str, dict]:

@@ -14,7 +14,7 @@ from sslbench.bench.store.runstore import RunStore
 from sslbench.reports import figures, tables
 from sslbench.reports.build import comparisons, load_runs
 
-STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
+STORE = Path(__file__).resolve().parent / "fixtures" / "mnist100-quick-pilot.db"
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ def script():
     spec = importlib.util.spec_from_file_location("findings", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["findings"] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 

@@ -21,7 +21,7 @@ from sslbench.reports.planning import (
 )
 from sslbench.reports.stats import seeds_needed
 
-QUICK_STORE = Path(__file__).resolve().parent.parent / "reports/results/mnist100-quick/store.db"
+QUICK_STORE = Path(__file__).resolve().parent / "fixtures" / "mnist100-quick-pilot.db"
 
 
 def test_sd_interval_hand_computed():

@@ -12,7 +12,7 @@ from sslbench.bench.store.runstore import RunStore
 from sslbench.reports.build import build_report, gather_report
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_STORE = ROOT / "reports" / "results" / "mnist100-quick" / "store.db"
+QUICK_STORE = ROOT / "tests" / "fixtures" / "mnist100-quick-pilot.db"
 
 
 @pytest.fixture

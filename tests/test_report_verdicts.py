@@ -16,7 +16,7 @@ from sslbench.reports.stats import holm
 from sslbench.reports.tables import paired_against_baselines, variant_summary
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_STORE = ROOT / "reports" / "results" / "mnist100-quick" / "store.db"
+QUICK_STORE = ROOT / "tests" / "fixtures" / "mnist100-quick-pilot.db"
 
 
 def frame(rows: list[tuple[str, int, float, bool]]) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from sslbench.bench.store.runstore import RunStore
 
 RESULTS = Path(__file__).resolve().parent.parent / "reports" / "results"
 JOURNAL = RESULTS / "mnist100-paper" / "runs.log"
-SQLITE = RESULTS / "mnist100-quick" / "store.db"
+SQLITE = Path(__file__).resolve().parent / "fixtures" / "mnist100-quick-pilot.db"
 
 
 def digest(path: Path) -> str:
