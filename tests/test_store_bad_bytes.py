@@ -254,3 +254,23 @@ def test_a_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert (out / "README.md").read_text() == "the user's notes"
     assert {p.name for p in out.iterdir()} == {"README.md"} | {
         n for n in build.REPORT_FILES if n != "accuracy_by_labels.png"}
+
+
+def test_store_check_names_the_damage_and_writes_a_repaired_copy(tmp_path, journal):
+    expected = finished(RunStore(f"journal:///{journal}", read_only=True), "paper")
+    with_bad_line(journal, 100, b"\x00\x00 zero-filled")
+    before = digest(journal)
+    damaged = sslbench("store", "check", "--storage", f"journal:///{journal}",
+                       "--repair-to", str(tmp_path / "repaired.log"), cwd=tmp_path)
+    assert damaged.returncode == 1, damaged.stderr[-800:]
+    assert "damaged: 1 line(s) not a journal operation: 101" in damaged.stdout
+    assert "grid:mnist100:paper:" in damaged.stdout and "repaired copy:" in damaged.stdout
+    assert digest(journal) == before  # the store itself is never edited
+    healthy = sslbench("store", "check", "--storage", f"journal:///{tmp_path / 'repaired.log'}",
+                       cwd=tmp_path)
+    assert healthy.returncode == 0 and healthy.stdout.strip().endswith("healthy"), healthy.stdout
+    repaired = RunStore(f"journal:///{tmp_path / 'repaired.log'}", read_only=True)
+    assert finished(repaired, "paper") == expected
+    again = sslbench("store", "check", "--storage", f"journal:///{journal}", "--repair-to",
+                     str(tmp_path / "repaired.log"), cwd=tmp_path)
+    assert again.returncode == 2 and "exists; give --repair-to a new file name" in again.stderr

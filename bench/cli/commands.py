@@ -272,6 +272,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_check(args: argparse.Namespace) -> int:
+    from sslbench.bench.store.health import check_store, repaired_copy
+
+    health = check_store(args.storage)
+    print(f"store {args.storage}")
+    for line in health.lines:
+        print(line)
+    for problem in health.problems:
+        print(f"damaged: {problem}")
+    if args.repair_to:
+        kept = repaired_copy(args.storage, Path(args.repair_to))
+        print(f"repaired copy: {args.repair_to}, {kept:,} operations; the store is unchanged "
+              f"(move the copy over it yourself once you have checked it)")
+    print("healthy" if health.healthy else "damaged: see the lines above")
+    return 0 if health.healthy else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sslbench.bench.store.names import settings_suffix
     from sslbench.bench.store.runstore import RunStore

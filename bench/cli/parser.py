@@ -35,6 +35,7 @@ COMMAND_HELP = {
     "report": "statistical report of a grid from the store",
     "plan": "seeds and hours each comparison needs, before the compute is spent",
     "export": "write a store's runs and per-epoch curves as CSV (and Parquet) for pandas",
+    "store": "a store's health: bad lines, damaged or quarantined records; a repaired copy",
     "bench": "measured throughput: the blog's naive pipeline vs the harness",
     "gpucheck": "the one-call GPU check: cuda tests, bench, profile, a timed paper slice",
 }
@@ -240,6 +241,17 @@ class Builder:
         export.add_argument("--grid", help="only this grid's runs (default: every grid stored)")
         export.set_defaults(func=run_command.cmd_export)
 
+    def store(self) -> None:
+        store = self.command("store")
+        check = store.add_subparsers(dest="store_command", required=True).add_parser(
+            "check", help="read a store (never write it) and say what is in it and what is "
+                          "damaged; exit status 1 when something is")
+        storage_flag(check, self.url)
+        check.add_argument("--repair-to", metavar="FILE",
+                           help="write a new journal holding every valid operation of the "
+                                "store's journal, and nothing else (the store is untouched)")
+        check.set_defaults(func=run_command.cmd_store_check)
+
     def plan(self, default_sesoi: float, alpha: float, power: float) -> None:
         plan = self.command("plan", "grids", "profiles")
         plan.add_argument("--grid", required=True, help="the grid to plan (listed below)")
@@ -275,6 +287,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     build.search()
     build.report(DEFAULT_SESOI)
     build.export()
+    build.store()
     build.plan(DEFAULT_SESOI, ALPHA, POWER)
     bench_command.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side
     gpucheck.add_parser(commands)  # `sslbench gpucheck`: the one-call GPU check (nox -s gpu)
