@@ -274,3 +274,32 @@ def test_store_check_names_the_damage_and_writes_a_repaired_copy(tmp_path, journ
     again = sslbench("store", "check", "--storage", f"journal:///{journal}", "--repair-to",
                      str(tmp_path / "repaired.log"), cwd=tmp_path)
     assert again.returncode == 2 and "exists; give --repair-to a new file name" in again.stderr
+
+
+# -- Ctrl-C at any moment -----------------------------------------------------------------
+
+
+def test_ctrl_c_while_a_plugin_imports_is_one_line_and_status_130(tmp_path):
+    plugin = tmp_path / "impatient.py"
+    plugin.write_text("raise KeyboardInterrupt  # the user pressed Ctrl-C while it loaded\n")
+    result = sslbench("ablate", "--list", "--plugin", str(plugin), cwd=tmp_path)
+    assert result.returncode == 130, result.stderr[-800:]
+    assert result.stderr.strip().splitlines() == [
+        "interrupted: finished results are kept; run the same command to resume"]
+
+
+def test_ctrl_c_in_the_first_second_is_one_line_and_status_130(tmp_path):
+    """SIGINT while the interpreter imports the engine (torch, scipy, optuna): one line."""
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "sslbench.bench.cli", "report", "--grid",
+                                "mnist100", "--storage", "sqlite:///none.db", "--out", "r"],
+                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # inside the imports: `report` takes seconds to load pandas and torch
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 2:
+        pytest.skip("the command had finished its imports before the signal came")
+    assert process.returncode == 130, stderr[-800:]
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
