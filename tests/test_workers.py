@@ -229,3 +229,28 @@ def test_other_settings_are_refused_and_kept_apart_on_every_shared_store(store_u
     for name, epochs in (("grid:mnist100:smoke", 1), ("grid:mnist100:smoke@two", 2)):
         runs = store.cell_runs(store.find_study(name))
         assert [r.record["config"]["train"]["epochs"] for r in runs] == [epochs]
+
+
+def test_a_store_server_restart_mid_grid_loses_nothing_and_kills_no_runner(
+        postgres_url, runners, tmp_path, data_root):
+    """The PostgreSQL server goes down for 8 s (every connection cut, then refused) while two
+    runners train: both ride it out (--store-grace), and every cell ends once."""
+    script = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
+    processes = [runners([*CELLS_6, "--storage", postgres_url, "--root", str(data_root),
+                          "--store-grace", "60", "--checkpoints", str(tmp_path / f"ckpt{i}")],
+                         tmp_path / f"r{i}.log") for i in range(2)]
+    store = RunStore(postgres_url, create=False)
+    deadline = time.monotonic() + 120
+    while not any(r.state == "COMPLETE" for r in grid_runs(store)):  # mid-grid, for sure
+        assert time.monotonic() < deadline, "no cell finished within 120 s"
+        time.sleep(0.5)
+    restart = subprocess.run([str(script), "outage", "8"], capture_output=True, text=True,
+                             timeout=120)
+    assert restart.returncode == 0, restart.stderr[-2000:]
+    outputs = [finish(p, tmp_path / f"r{i}.log") for i, p in enumerate(processes)]
+    store = RunStore(postgres_url, create=False)
+    runs = grid_runs(store)
+    assert sorted(r.cell for r in runs if r.state == "COMPLETE") == expected_cells(
+        2, ["control", "supervised", "ramp_none"]), [(r.cell, r.state) for r in runs]
+    ran = [int(n) for output in outputs for n in re.findall(r"(\d+) run now", output)]
+    assert sum(ran) == 6, outputs

@@ -137,7 +137,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from sslbench.bench.runs.cells import plan_cells
     from sslbench.bench.runs.runner import run_grid
     from sslbench.bench.runs.settings import GridSettings
-    from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir
+    from sslbench.bench.store.runstore import RunStore, default_checkpoint_dir, set_store_grace
 
     if args.list:
         for name in grid_names():
@@ -154,6 +154,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UserError("--until-decided keeps its decisions on the grid's own cells; drop "
                         "--settings or use another --storage")
     check_grace(args.heartbeat_grace)
+    set_store_grace(args.store_grace)
     settings = GridSettings(
         args.profile, tuple(seed_list(args.seeds)),
         variants=tuple(args.variants) if args.variants else None,
@@ -220,6 +221,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from sslbench.bench.core.profiles import get_profile
     from sslbench.bench.runs.finalize import finalize
     from sslbench.bench.runs.search import SearchSettings, check_settings, run_search, summary_lines
+    from sslbench.bench.store.runstore import set_store_grace
 
     if args.list:
         for name in space_names():
@@ -230,6 +232,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     get_profile(args.profile)
     workers = args.workers
     check_grace(args.heartbeat_grace)
+    set_store_grace(args.store_grace)
     if args.finalize:
         if args.final_seeds < 2:
             raise UserError(f"--final-seeds must be >= 2 for a paired comparison, got "

@@ -126,6 +126,21 @@ def grace_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         metavar="SECONDS", help=f"{what} (default {DEFAULT_GRACE_S:.0f})")
 
 
+def store_grace_flag(parser: argparse.ArgumentParser) -> None:
+    from sslbench.bench.store.runstore import STORE_GRACE_S
+
+    parser.add_argument("--store-grace", type=positive_seconds, default=STORE_GRACE_S,
+                        metavar="SECONDS",
+                        help=f"wait this long for a store server that restarts or is "
+                             f"unreachable, retrying, before giving up (default "
+                             f"{STORE_GRACE_S:.0f})")
+
+
+def positive_seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    return _number(text, lambda v: v > 0, "a positive number of seconds")
+
+
 def check_grace(grace_s: float) -> None:
     from sslbench.bench.store.queue import HEARTBEAT_S
 

@@ -19,6 +19,7 @@ from sslbench.bench.cli.flags import (
     probability,
     sesoi_flag,
     storage_flag,
+    store_grace_flag,
     training_flags,
     workers_flag,
 )
@@ -162,6 +163,7 @@ class Builder:
                                  "store, else ./sslbench-checkpoints)")
         ablate.add_argument("--checkpoint-every", type=at_least(0), default=1, metavar="EPOCHS",
                             help="checkpoint each cell every N epochs (default 1)")
+        store_grace_flag(ablate)
         grace_flag(ablate, "a running cell whose owner sent no heartbeat for this long is "
                            "taken over by another runner")
         ablate.add_argument("--settings", metavar="NAME",
@@ -206,6 +208,7 @@ class Builder:
                              "store)", default=1)
         storage_flag(search, self.url)
         grace_flag(search, "a trial whose worker sent no heartbeat for this long is run again")
+        store_grace_flag(search)
         search.add_argument("--finalize", action="store_true",
                             help="run the best config and the blog's defaults on fresh seeds "
                                  "against the test set and write the comparison report")

@@ -89,7 +89,8 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
     attempts = _attempts(store, study_id, cell, run_id)
     if any(r.state in ("COMPLETE", "RUNNING") for r in attempts):
         return None
-    name = f"{claim_prefix(store.storage.get_study_name_from_id(study_id))}{cell}:{run_id}:" \
+    study_name = when_not_busy(lambda: store.storage.get_study_name_from_id(study_id))
+    name = f"{claim_prefix(study_name)}{cell}:{run_id}:" \
            f"{len(attempts)}"
     try:
         claim_id = when_not_busy(

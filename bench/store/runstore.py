@@ -96,22 +96,75 @@ def is_busy(error: BaseException) -> bool:
     return isinstance(cause, sqlalchemy.exc.OperationalError) and "locked" in str(cause)
 
 
-def when_not_busy(write: Callable[[], T]) -> T:
-    """Run one store write, again after a short wait while SQLite says the file is busy.
+# A store server that restarts (PostgreSQL's own restart takes a second or two; a failover
+# longer) is waited out for this long, retrying with backoff, before a runner gives up with
+# a line that names the lost connection (`ablate --store-grace`).
+STORE_GRACE_S = 60.0
+_grace = {"seconds": STORE_GRACE_S}
+# What drivers say when the server is gone, restarting or refusing connections.
+CONNECTION_LOST = ("server closed the connection", "connection refused", "could not connect",
+                   "terminating connection", "connection to server", "the database system is",
+                   "connection is closed", "no connection to the server", "ssl syscall",
+                   "broken pipe", "connection reset")
+
+
+class StoreUnreachable(StoreError):
+    """The store's server stayed unreachable for the whole store grace: one line."""
+
+    def __init__(self, error: BaseException) -> None:
+        lost = getattr(error, "__cause__", None) or error
+        reason = (str(lost).strip() or type(lost).__name__).splitlines()[0][:160]
+        self.reason = reason
+        super().__init__(f"lost the connection to the run store's server for more than "
+                         f"{_grace['seconds']:g} s: {reason}; check that it is up, then run "
+                         f"the same command again (finished cells are kept)")
+
+
+def set_store_grace(seconds: float) -> None:
+    """How long store calls in this process wait out a lost server (`--store-grace`)."""
+    _grace["seconds"] = seconds
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """A database server that is gone or restarting, as SQLAlchemy or Optuna raise it."""
+    # Optuna wraps the driver's error, as the cause or (raised in its handler) the context.
+    cause = (error.__cause__ or error.__context__) \
+        if isinstance(error, optuna.exceptions.StorageInternalError) else error
+    if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+        return True
+    return isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) \
+        and any(text in str(cause).lower() for text in CONNECTION_LOST)
+
+
+def when_not_busy(call: Callable[[], T]) -> T:
+    """Run one store call, again after a short wait while SQLite says the file is busy, and
+    with backoff while the store's server is unreachable, up to the store grace.
 
     SQLite waits out another writer's lock (the busy timeout, 60 s), except when a
     transaction that has read must upgrade its lock while another runner holds the write
     lock: then it refuses at once, to avoid a deadlock. Runners starting together on a fresh
     file met it while claiming their first cell. The refused transaction was rolled back, so
-    the write is safe to repeat. Other errors pass through at once."""
-    for attempt in range(BUSY_RETRIES):
+    the write is safe to repeat. A lost server (a PostgreSQL restart) rolls back the
+    transaction in flight too; the pool's pre-ping replaces the dead connections once it is
+    back. Other errors pass through at once."""
+    busy, lost, deadline = 0, 0, None
+    while True:
         try:
-            return write()
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
-            if not is_busy(error) or attempt == BUSY_RETRIES - 1:
+            return call()
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+            if is_busy(error) and busy < BUSY_RETRIES - 1:
+                time.sleep(0.05 * 2**busy * (1 + random.random()))
+                busy += 1
+                continue
+            # Once the server was lost, any error of the store is retried until the grace
+            # ends: the first calls after it returns may still meet the dead session.
+            if deadline is None and not is_connection_lost(error):
                 raise
-            time.sleep(0.05 * 2**attempt * (1 + random.random()))
-    raise AssertionError("unreachable")
+            deadline = deadline or time.monotonic() + _grace["seconds"]
+            if time.monotonic() >= deadline:
+                raise StoreUnreachable(error) from error
+            time.sleep(min(5.0, 0.25 * 2**lost))
+            lost += 1
 
 
 @contextlib.contextmanager
@@ -123,6 +176,11 @@ def writing(url: str, what: str) -> Iterator[None]:
         yield
     except (UpdateFinishedTrialError, optuna.exceptions.DuplicatedStudyError):
         raise
+    except StoreUnreachable as error:
+        raise StoreError(f"lost the connection to run store {url} ({what}) for more than "
+                         f"{_grace['seconds']:g} s: {error.reason}; check that its server is "
+                         f"up, then run the same command again (finished cells are kept)"
+                         ) from None
     except (OSError, sqlalchemy.exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError) as error:
         text = (getattr(error, "strerror", None) or str(error).strip() or type(error).__name__)
@@ -163,12 +221,12 @@ class RunStore:
 
     def find_study(self, name: str) -> int | None:
         try:
-            return self.storage.get_study_id_from_name(name)
+            return when_not_busy(lambda: self.storage.get_study_id_from_name(name))
         except KeyError:
             return None
 
     def study_names(self) -> list[str]:
-        return [s.study_name for s in self.storage.get_all_studies()]
+        return [s.study_name for s in when_not_busy(self.storage.get_all_studies)]
 
     # -- cells (bench.queue claims, reaps and settles them) ---------------------------
     def beat(self, trial_id: int) -> None:
@@ -210,8 +268,8 @@ class RunStore:
         return True
 
     def cell_runs(self, study_id: int) -> list[CellRun]:
-        return [_cell_run(t) for t in self.storage.get_all_trials(study_id, deepcopy=False)
-                if "cell" in t.user_attrs]
+        trials = when_not_busy(lambda: self.storage.get_all_trials(study_id, deepcopy=False))
+        return [_cell_run(t) for t in trials if "cell" in t.user_attrs]
 
     def trial_id(self, study_name: str, number: int) -> int:
         """The storage's id of trial `number` of a study (Optuna keeps it private on
