@@ -303,3 +303,27 @@ def test_ctrl_c_in_the_first_second_is_one_line_and_status_130(tmp_path):
         pytest.skip("the command had finished its imports before the signal came")
     assert process.returncode == 130, stderr[-800:]
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_a_record_that_is_not_json_is_quarantined_not_fatal(tmp_path):
+    """A SQLite row whose JSON was cut in half: Optuna cannot build the study's trials at
+    once, so they are read one by one and the damaged one is quarantined."""
+    from sslbench.reports.build import write_report
+
+    copy = tmp_path / "store.db"
+    shutil.copyfile(SQLITE, copy)
+    with sqlite3.connect(copy) as db:
+        (row_id, text), = db.execute(
+            "SELECT a.trial_user_attribute_id, a.value_json FROM trial_user_attributes a JOIN "
+            "trial_user_attributes c ON a.trial_id = c.trial_id WHERE a.key = 'record' AND "
+            "c.key = 'cell' AND c.value_json = '\"control/seed1\"'").fetchall()
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE "
+                   "trial_user_attribute_id = ?", (text[:len(text) // 2], row_id))
+    store = RunStore(f"sqlite:///{copy}", read_only=True)
+    runs = {r.cell: r for r in store.cell_runs(store.find_study(
+        grid_study_name("mnist100", "quick")))}
+    assert len(runs) == 24 and runs["control/seed1"].failure_kind == "invalid"
+    assert "not valid JSON" in str(runs["control/seed1"].failure)
+    assert sum(r.state == "COMPLETE" for r in runs.values()) == 23
+    report = write_report(store, "mnist100", "quick", tmp_path / "report").read_text()
+    assert "| control/seed1 | invalid |" in report

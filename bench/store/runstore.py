@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import optuna
 import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -268,8 +269,51 @@ class RunStore:
         return True
 
     def cell_runs(self, study_id: int) -> list[CellRun]:
-        trials = when_not_busy(lambda: self.storage.get_all_trials(study_id, deepcopy=False))
+        try:
+            trials = when_not_busy(lambda: self.storage.get_all_trials(study_id, deepcopy=False))
+        except ValueError:  # an attribute that is not JSON (a damaged row): trial by trial
+            if not isinstance(self.storage, RDBStorage):
+                raise
+            return self._cell_runs_one_by_one(self.storage, study_id)
         return [_cell_run(t) for t in trials if "cell" in t.user_attrs]
+
+    def _cell_runs_one_by_one(self, storage: RDBStorage, study_id: int) -> list[CellRun]:
+        """The study's cells read trial by trial from the database, a trial whose stored
+        attribute is not JSON quarantined (bench.store.validate) instead of failing all."""
+        import json
+
+        engine = storage.engine
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text(
+                "SELECT trial_id, number FROM trials WHERE study_id = :study ORDER BY number"),
+                {"study": study_id}).fetchall()
+        runs = []
+        for trial_id, number in rows:
+            try:
+                trial = storage.get_trial(trial_id)
+            except ValueError as error:
+                with engine.connect() as connection:
+                    stored = connection.execute(sqlalchemy.text(
+                        "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :t"),
+                        {"t": trial_id}).fetchall()
+                attrs, broken = {}, []
+                for key, text in stored:
+                    try:
+                        attrs[key] = json.loads(text)
+                    except ValueError:
+                        broken.append(key)
+                if {"cell", "variant", "seed"} <= set(attrs):
+                    runs.append(CellRun(
+                        trial_id=trial_id, number=number, cell=attrs["cell"],
+                        variant=attrs["variant"], seed=int(attrs["seed"]), state="FAIL",
+                        failure=f"invalid record: stored attribute(s) {', '.join(broken)} not "
+                                f"valid JSON ({error})", failure_kind=INVALID, record=None,
+                        config=attrs.get("config"), owner=attrs.get("owner"),
+                        heartbeat=attrs.get("heartbeat")))
+                continue
+            if "cell" in trial.user_attrs:
+                runs.append(_cell_run(trial))
+        return runs
 
     def trial_id(self, study_name: str, number: int) -> int:
         """The storage's id of trial `number` of a study (Optuna keeps it private on
