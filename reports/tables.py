@@ -7,6 +7,7 @@ the profile's test slice), at the last epoch unless the column says otherwise.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,9 +87,15 @@ def runs_frame(runs: Sequence[CellRun], metric: str = DEFAULT_METRIC) -> pd.Data
     return pd.DataFrame(rows, columns=columns).sort_values(["variant", "seed"], ignore_index=True)
 
 
+# An absolute path inside a failure's reason (a checkpoint's, a data file's): a report
+# shows its file name only, since the folder is the machine's, not the result's.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:])/(?:[^\s/|]+/)+([^\s/|]+)")
+
+
 def failures_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
     rows = [{"cell": r.cell, "kind": r.failure_kind or "unknown",
-             "reason": (r.failure or "").splitlines()[0] if r.failure else ""}
+             "reason": ABSOLUTE_PATH.sub(r".../\1", (r.failure or "").splitlines()[0])
+             if r.failure else ""}
             for r in runs if r.state == "FAIL"]
     return pd.DataFrame(rows, columns=["cell", "kind", "reason"])
 

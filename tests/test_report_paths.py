@@ -44,3 +44,16 @@ def test_no_committed_report_names_a_machine_path():
     offending = [f"{path.relative_to(ROOT)}: {line.strip()}" for path in reports
                  for line in path.read_text().splitlines() if MACHINE_PATH.search(line)]
     assert offending == []
+
+
+def test_a_failure_reason_shows_a_checkpoint_by_its_file_name():
+    from sslbench.bench.store.runstore import CellRun
+    from sslbench.reports.tables import failures_frame
+
+    run = CellRun(trial_id=1, number=0, cell="control/seed0", variant="control", seed=0,
+                  state="FAIL", failure="interrupted: stopped at epoch 2, step 267; checkpoint "
+                  "saved to /work/longstore/paper.checkpoints/9209f360b4c0ccd5.pt\ndetail",
+                  failure_kind="interrupted", record=None, config=None, owner=None,
+                  heartbeat=None)
+    assert failures_frame([run])["reason"].tolist() == [
+        "interrupted: stopped at epoch 2, step 267; checkpoint saved to .../9209f360b4c0ccd5.pt"]
