@@ -181,8 +181,19 @@ def test_a_legacy_store_keeps_its_pipeline_cells_and_runs_the_classic_baseline(t
                                    "claim:grid:mnist100:smoke:supervised/seed0:0")  # old claim
     trial = claim_cell(store, study, "supervised/seed0", "supervised", 0, legacy)
     assert trial is not None
-    store.finish_cell(trial, {"run_id": "legacy", "metrics": {"final_test_accuracy": 0.5},
-                              "method": "supervised", "config": legacy})
+    # A whole record, as the old code wrote it (a partial one is quarantined when read).
+    import datetime as dt
+
+    import torch
+
+    from sslbench.bench.core.record import build_record
+    from sslbench.bench.core.train import single_run
+
+    pipeline = build_config("supervised_pipeline", 0, "smoke", {"train.epochs": "1"})
+    record = build_record(pipeline, single_run(pipeline, device=torch.device("cpu"),
+                                               data_root=data_root),
+                          torch.device("cpu"), dt.datetime.now(dt.UTC))
+    store.finish_cell(trial, {**record, "method": "supervised", "config": legacy})
     settings = GridSettings("smoke", (0,), variants=("supervised",),
                             overrides={"train.epochs": "1"}, data_root=data_root)
     outcome = run_grid(get_grid("mnist100"), settings, store=store, log=lambda _: None)
