@@ -71,6 +71,7 @@ class Finding:
     control_collapses: int
     variant_collapses: int
     verdict: str  # the report's verdict, word for word
+    decision: str  # its word: better | worse | equivalent | inconclusive | undetermined
     rule: str  # the stopping rule's decision, where the grid ran --until-decided
     plan: str  # where open: the seeds and hours `plan` says it needs
 
@@ -121,7 +122,7 @@ def findings(root: Path = ROOT) -> list[Finding]:
                 len(runs["control"]), len(runs[variant]), int(p["n"]), float(p["mean_diff"]),
                 float(p["ci_low"]), float(p["ci_high"]),
                 int(runs["control"]["collapsed"].sum()), int(runs[variant]["collapsed"].sum()),
-                str(p["verdict"]), _rule(data.until_decided, variant), _plan(data.steps, variant)))
+                str(p["verdict"]), str(p["decision"]), _rule(data.until_decided, variant), _plan(data.steps, variant)))
     return rows
 
 
@@ -156,8 +157,7 @@ def render(rows: list[Finding]) -> str:
 
 
 def _direction(f: Finding) -> str:
-    word = f.verdict.split(" ")[0].rstrip(":")
-    return word if word in ("better", "worse", "equivalent") else "open"
+    return f.decision if f.decision in ("better", "worse", "equivalent") else "open"
 
 
 def _quick_vs_paper(rows: list[Finding]) -> list[str]:
