@@ -122,7 +122,8 @@ def findings(root: Path = ROOT) -> list[Finding]:
                 len(runs["control"]), len(runs[variant]), int(p["n"]), float(p["mean_diff"]),
                 float(p["ci_low"]), float(p["ci_high"]),
                 int(runs["control"]["collapsed"].sum()), int(runs[variant]["collapsed"].sum()),
-                str(p["verdict"]), str(p["decision"]), _rule(data.until_decided, variant), _plan(data.steps, variant)))
+                str(p["verdict"]), str(p["decision"]),
+                _rule(data.until_decided, variant), _plan(data.steps, variant)))
     return rows
 
 
