@@ -13,18 +13,15 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.runstore import RunStore, host_name, latest_by_cell
 from tests.test_grid import sslbench, wait_for
 
-ENV_POSTGRES = "SSLBENCH_TEST_POSTGRES"
 # A small real grid: 2 seeds x 3 variants of the smoke profile, cut to 600 training images.
 SMALL = ["--grid", "mnist100", "--profile", "smoke", "--workers", "1", "--threads", "1",
          "--set", "data.train_size=600", "--set", "data.test_size=500"]
@@ -35,27 +32,6 @@ CELLS_4 = [*SMALL, "--seeds", "2", "--variants", "control", "supervised", "--set
            "train.epochs=3"]
 # The shortest grace the CLI takes (it must exceed the 10 s between heartbeats).
 GRACE_S = "12"
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh, empty database on the test server; dropped after the test."""
-    server = os.environ.get(ENV_POSTGRES)
-    if not server:
-        pytest.skip(f"no PostgreSQL: run `export {ENV_POSTGRES}=$(.ci/postgres start)` "
-                    f"(and `.ci/postgres stop` afterwards)")
-    import psycopg
-    from psycopg import sql
-
-    base = sqlalchemy.make_url(server)
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"sslbench_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as connection:
-        connection.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
-            sql.Identifier(name)))
 
 
 @pytest.fixture(params=["postgres", "journal"])

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,6 +274,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not parquet_available():
         print("(CSV only: `pip install pyarrow` adds Parquet)")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sslbench.bench.store.runstore import RunStore
+    from sslbench.bench.store.status import status_lines
+
+    if args.grid is not None:
+        from sslbench.ablations import get_grid
+
+        get_grid(args.grid)  # an unknown name is refused with the list of grids
+    store = RunStore(args.storage, read_only=True)
+    while True:
+        print(f"store {args.storage} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        for line in status_lines(store, args.grid):
+            print(line)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)  # Ctrl-C ends it: one line, exit status 130 (bench.cli.main)
 
 
 def cmd_store_check(args: argparse.Namespace) -> int:

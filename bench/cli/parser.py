@@ -36,6 +36,7 @@ COMMAND_HELP = {
     "report": "statistical report of a grid from the store",
     "plan": "seeds and hours each comparison needs, before the compute is spent",
     "export": "write a store's runs and per-epoch curves as CSV (and Parquet) for pandas",
+    "status": "where a store's grids and searches stand: finished, running where, failed, left",
     "store": "a store's health: bad lines, damaged or quarantined records; a repaired copy",
     "bench": "measured throughput: the blog's naive pipeline vs the harness",
     "gpucheck": "the one-call GPU check: cuda tests, bench, profile, a timed paper slice",
@@ -255,6 +256,15 @@ class Builder:
                                 "store's journal, and nothing else (the store is untouched)")
         check.set_defaults(func=run_command.cmd_store_check)
 
+    def status(self) -> None:
+        status = self.command("status", "grids")
+        storage_flag(status, self.url)
+        status.add_argument("--grid", help="only this grid's cells (default: every grid and "
+                                           "search in the store)")
+        status.add_argument("--watch", type=at_least(1, "seconds"), metavar="SECONDS",
+                            help="print the status again every SECONDS until Ctrl-C")
+        status.set_defaults(func=run_command.cmd_status)
+
     def plan(self, default_sesoi: float, alpha: float, power: float) -> None:
         plan = self.command("plan", "grids", "profiles")
         plan.add_argument("--grid", required=True, help="the grid to plan (listed below)")
@@ -290,6 +300,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     build.search()
     build.report(DEFAULT_SESOI)
     build.export()
+    build.status()
     build.store()
     build.plan(DEFAULT_SESOI, ALPHA, POWER)
     bench_command.add_parser(commands)  # `sslbench bench`: naive pipeline vs harness, side by side

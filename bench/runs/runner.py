@@ -208,6 +208,7 @@ def open_grid_study(store: RunStore, grid_name: str, profile: str, settings: str
     study_id = store.study_id(name, {"grid": grid_name, "profile": profile, "kind": "grid",
                                      **({"settings": settings} if settings else {})})
     tidy_claims(store, study_id)  # spent claims that older versions left behind
+    store.ask_for_cells(study_id, [c.key for c in cells])
     return study_id
 
 

@@ -3,7 +3,8 @@
 SQLite files are checked before SQLAlchemy meets them (a folder, another kind of file, a
 missing parent); journals through bench.store.journal; PostgreSQL under an advisory lock while
 Optuna creates its tables. Opened read-only (the commands that only read), nothing is ever
-written: SQLite in its read-only mode with no table creation, a journal never repaired.
+written: SQLite in its read-only mode with no table creation, PostgreSQL in read-only
+transactions with no table creation, a journal never repaired.
 """
 
 from __future__ import annotations
@@ -106,12 +107,34 @@ def _read_only_sqlite(url: str) -> RDBStorage:
                       engine_kwargs=_engine_kwargs(url), skip_table_creation=True)
 
 
+def _read_only_server(url: str) -> RDBStorage:
+    """A database server's run store opened so that nothing can write to it: the database
+    must already hold Optuna's tables (nothing is created), and on PostgreSQL every
+    transaction of the session is read-only (`default_transaction_read_only`), so that the
+    server itself refuses any write this process might attempt."""
+    kwargs = _engine_kwargs(url)
+    if url.startswith("postgresql"):
+        connect_args = {**kwargs.get("connect_args", {}),
+                        "options": "-c default_transaction_read_only=on"}
+        kwargs = {**kwargs, "connect_args": connect_args}
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if "studies" not in tables:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        raise StoreError(f"database {shown} holds no run store's tables; it was left as it is: "
+                         f"pass the --storage URL of a store `sslbench ablate` wrote")
+    return RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=True)
+
+
 def open_storage(url: str, create: bool = True, read_only: bool = False) -> BaseStorage:
     """The Optuna storage behind a store URL, or a one-line StoreError saying why not.
 
-    `read_only` (the commands that only read: report, export, plan): the store must exist,
-    and neither the file nor the database is ever written, not even to repair or to create
-    tables."""
+    `read_only` (the commands that only read: report, export, plan, status, store check):
+    the store must exist, and neither the file nor the database is ever written, not even
+    to repair or to create tables."""
     create = create and not read_only
     if url in ("sqlite://", "sqlite:///") or ":memory:" in url:
         raise StoreError(f"run store {url!r} is an in-memory database: nothing would be kept "
@@ -123,8 +146,9 @@ def open_storage(url: str, create: bool = True, read_only: bool = False) -> Base
                 check_is_journal(str(path))
             return JournalStorage(SafeJournalFileBackend(str(path), read_only=read_only))
         _check_sqlite_file(url, create)
-        if read_only and url.startswith("sqlite:///"):
-            return _read_only_sqlite(url)
+        if read_only:
+            return _read_only_sqlite(url) if url.startswith("sqlite:///") \
+                else _read_only_server(url)
         return _rdb_storage(url)
     except StoreError:
         raise

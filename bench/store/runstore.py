@@ -86,6 +86,8 @@ class CellRun:
 
 
 T = TypeVar("T")
+# The study attribute that lists every cell a grid was asked to run (`sslbench status`).
+ASKED_ATTR = "asked_cells"
 BUSY_RETRIES = 8  # waits of 0.05 s doubling with jitter: up to about 20 s in all
 
 
@@ -168,6 +170,19 @@ def when_not_busy(call: Callable[[], T]) -> T:
             lost += 1
 
 
+def _driver_reason(error: BaseException) -> str:
+    """What the database or the file system said, in one short line: Optuna wraps a failed
+    commit in a generic sentence ("... invalid data in the commit, e.g. exceeding max
+    length") whatever the cause; the driver's own message under it names the real one."""
+    cause: BaseException = error
+    if isinstance(cause, optuna.exceptions.StorageInternalError):
+        cause = cause.__cause__ or cause.__context__ or cause
+    if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.orig is not None:
+        cause = cause.orig
+    text = getattr(cause, "strerror", None) or str(cause).strip() or type(cause).__name__
+    return text.splitlines()[0][:160]
+
+
 @contextlib.contextmanager
 def writing(url: str, what: str) -> Iterator[None]:
     """Turn a failed store write (a full disk, a read-only file or folder, a lost server)
@@ -184,8 +199,7 @@ def writing(url: str, what: str) -> Iterator[None]:
                          ) from None
     except (OSError, sqlalchemy.exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError) as error:
-        text = (getattr(error, "strerror", None) or str(error).strip() or type(error).__name__)
-        reason = text.splitlines()[0][:160]
+        reason = _driver_reason(error)
         raise StoreError(f"cannot write to run store {url} ({what}): {reason}; free space or "
                          f"fix its permissions, then run the same command again (finished "
                          f"cells are kept)") from None
@@ -228,6 +242,27 @@ class RunStore:
 
     def study_names(self) -> list[str]:
         return [s.study_name for s in when_not_busy(self.storage.get_all_studies)]
+
+    def ask_for_cells(self, study_id: int, cells: list[str]) -> None:
+        """Add `cells` to those the grid's study was ever asked to run (what `sslbench
+        status` counts as left). Written only when it grows; two runners asking at once
+        may each write their union, and the last one wins: the cells they ask for are, in
+        practice, the same grid's."""
+        asked = self.asked_cells(study_id) or set()
+        if not set(cells) <= asked:
+            value = sorted(asked | set(cells))
+            with writing(self.url, "recording the cells asked for"):
+                when_not_busy(lambda: self.storage.set_study_user_attr(study_id, ASKED_ATTR,
+                                                                       value))
+
+    def asked_cells(self, study_id: int) -> set[str] | None:
+        """The cells a grid's study was asked to run, None where its store predates the
+        record (older stores keep only the cells attempted)."""
+        attrs = when_not_busy(lambda: self.storage.get_study_user_attrs(study_id))
+        value = attrs.get(ASKED_ATTR)
+        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+            return None
+        return set(value)
 
     # -- cells (bench.queue claims, reaps and settles them) ---------------------------
     def beat(self, trial_id: int) -> None:
