@@ -20,7 +20,7 @@ from sslbench.bench.errors import ConfigError, UserError
 from sslbench.bench.store.names import grid_study_name, grid_study_prefix, stored_profile_key
 from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell
 from sslbench.reports import figures, planning, tables
-from sslbench.reports.markdown import render_report
+from sslbench.reports.markdown import FOREST_FILE, render_report
 from sslbench.reports.stats import DEFAULT_SESOI
 
 
@@ -129,6 +129,13 @@ def _grid(store: RunStore, name: str, profile: str) -> Grid:
                     variants=tuple(Variant(**v) for v in stored), control=stored[0]["name"])
 
 
+def declared_family(grid: Grid) -> list[str]:
+    """The grid's declared question: every variant it compares with a baseline, inside the
+    family, whether or not the store holds runs of it."""
+    return [v.name for v in grid.variants
+            if grid.baseline_of(v.name) not in (None, v.name) and grid.in_family(v.name)]
+
+
 def comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
                 ) -> tuple[dict[str, str | None], list[str]]:
     """Each shown variant's baseline, and the variants whose comparison is the question.
@@ -196,6 +203,7 @@ class ReportData:
     seeds: pd.DataFrame
     baselines: dict[str, str | None]
     family: list[str]
+    unrun: list[str]  # declared family members without paired seeds (Holm counts p = 1)
     checks: list[str]
     paired: pd.DataFrame
     references: pd.DataFrame
@@ -238,7 +246,11 @@ def gather_report(store: RunStore, grid_name: str, profile: str | None,
     seeds = tables.per_seed(frame, order)
     baselines, family = comparisons(grid, runs, order)
     checks = [v for v in order if baselines[v] is not None and v not in family]
-    paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi)
+    # Declared members of the family with no paired seeds yet stay in Holm's family (p = 1).
+    declared = declared_family(grid)
+    paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi,
+                                             declared=declared)
+    unrun = [v for v in declared if v not in set(paired["variant"])]
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
                                                  adjust=False)
     reproduced = tables.reproduction(frame, grid.references, profile, sesoi)
@@ -249,6 +261,7 @@ def gather_report(store: RunStore, grid_name: str, profile: str | None,
         preamble=tuple(preamble), runs=runs,
         until_decided=_until_decided(store, grid_name, profile), frame=frame, order=order,
         undefined=undefined, summary=summary, seeds=seeds, baselines=baselines, family=family,
+        unrun=unrun,
         checks=checks, paired=paired, references=references, reproduced=reproduced,
         steps=steps, next_step=(planning.next_step_line(steps, frame, sesoi, workers=WORKERS)
                                 if steps is not None else None),
@@ -271,7 +284,8 @@ def write_artifacts(data: ReportData, out: Path) -> list[Path]:
             figures.throughput_bars(data.speed, out / "throughput.png")]
     compared = pd.concat([data.paired, data.references], ignore_index=True)
     if not compared.empty:
-        figs.insert(1, figures.paired_forest(compared, data.seeds, out / "paired.png"))
+        figs.insert(1, figures.paired_forest(compared, data.seeds, out / FOREST_FILE,
+                                             data.sesoi))
     if data.several_budgets:
         figs.insert(0, figures.accuracy_by_labels(data.frame, out / "accuracy_by_labels.png"))
     return figs

@@ -79,13 +79,24 @@ def draw_accuracy_strip(frame: pd.DataFrame, order: Sequence[str]) -> plt.Figure
     return figure
 
 
-def draw_paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame) -> plt.Figure:
-    """Per comparison: each seed's difference as a dot over the mean difference and its
-    95% t interval; an interval cut at the axis limits is marked with an arrow."""
-    figure, axes = plt.subplots(figsize=(8, 0.55 * max(2, len(paired)) + 1.4))
+# The colour of a comparison's mean marker in the forest plot, by its decision.
+DECISION_COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:purple",
+                    "inconclusive": "tab:blue", "undetermined": "0.5"}
+
+
+def draw_paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame,
+                       sesoi: float | None = None) -> plt.Figure:
+    """The forest plot: per comparison, sorted by effect, the mean difference and its 95% t
+    interval over each seed's difference as a dot, the ±δ band of no practical difference
+    shaded, and the verdict in the row's label and the marker's colour. An interval cut at
+    the axis limits is marked with an arrow; a comparison without pairs has no marker."""
+    paired = paired.sort_values("mean_diff", ascending=False, na_position="last")
+    figure, axes = plt.subplots(figsize=(8, 0.55 * max(2, len(paired)) + 1.6))
     rows = list(range(len(paired)))
     dots = []
     for row, item in zip(rows, paired.itertuples(), strict=True):
+        if item.baseline not in per_seed or item.variant not in per_seed:
+            continue
         both = per_seed[[item.baseline, item.variant]].dropna()
         dropped = {int(s) for s in str(item.dropped_seeds).split()} if item.dropped_seeds else set()
         both = both[[s not in dropped for s in both.index]]
@@ -95,22 +106,33 @@ def draw_paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame) -> plt.Figu
                      label="one seed" if row == 0 else None)
     means = paired["mean_diff"].to_numpy()
     finite = [v for v in [*dots, *means] if v == v]
-    span = (min(finite, default=-1.0) - 1.0, max(finite, default=1.0) + 1.0)
+    band = [-sesoi, sesoi] if sesoi else []
+    span = (min([*finite, *band], default=-1.0) - 1.0, max([*finite, *band], default=1.0) + 1.0)
     axes.set_xlim(*span)
+    if sesoi:
+        axes.axvspan(-sesoi, sesoi, color="0.9", zorder=0,
+                     label=f"±δ = {sesoi:g}: no practical difference")
+    shown: set[str] = set()
     for row, item in zip(rows, paired.itertuples(), strict=True):
         low, high = item.ci_low, item.ci_high
         if low == low and high == high:
-            axes.plot([max(low, span[0]), min(high, span[1])], [row, row], color="tab:blue",
+            axes.plot([max(low, span[0]), min(high, span[1])], [row, row], color="0.2",
                       linewidth=2, zorder=2, label="95% t interval" if row == 0 else None)
             for edge, clipped, marker in ((span[0], low < span[0], "<"),
                                           (span[1], high > span[1], ">")):
                 if clipped:
-                    axes.plot([edge], [row], marker=marker, color="tab:blue", markersize=9)
-        axes.plot([item.mean_diff], [row], "D", color="tab:blue", zorder=4,
-                  label="mean difference" if row == 0 else None)
+                    axes.plot([edge], [row], marker=marker, color="0.2", markersize=9)
+        word = str(getattr(item, "decision", "") or "")
+        if item.mean_diff == item.mean_diff:
+            axes.plot([item.mean_diff], [row], "D", zorder=4,
+                      color=DECISION_COLOURS.get(word, "tab:blue"),
+                      label=f"mean: {word}" if word and word not in shown else None)
+            shown.add(word)
     axes.axvline(0, color="0.4", linestyle="--", linewidth=1)
-    axes.set_yticks(rows, [f"{v} - {b}" for v, b in
-                           zip(paired["variant"], paired["baseline"], strict=True)])
+    labels = [f"{v} - {b}" + (f"\n{d}" if d else "") for v, b, d in
+              zip(paired["variant"], paired["baseline"],
+                  paired.get("decision", pd.Series([""] * len(paired))).fillna(""), strict=True)]
+    axes.set_yticks(rows, labels)
     axes.invert_yaxis()
     axes.set(xlabel="accuracy difference to the baseline (points); arrows: interval cut",
              title="Paired differences (same seeds, same labeled subsets)")
@@ -178,8 +200,9 @@ def accuracy_strip(frame: pd.DataFrame, order: Sequence[str], path: Path) -> Pat
     return _save(draw_accuracy_strip(frame, order), path)
 
 
-def paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame, path: Path) -> Path:
-    return _save(draw_paired_forest(paired, per_seed), path)
+def paired_forest(paired: pd.DataFrame, per_seed: pd.DataFrame, path: Path,
+                  sesoi: float | None = None) -> Path:
+    return _save(draw_paired_forest(paired, per_seed, sesoi), path)
 
 
 def learning_curves(curves: pd.DataFrame, order: Sequence[str], path: Path) -> Path:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from sslbench.bench.core.cost import duration
 from sslbench.bench.store.queue import DEFAULT_GRACE_S, owner_gone
 from sslbench.bench.store.runstore import CellRun
 from sslbench.reports import tables
@@ -16,6 +17,8 @@ from sslbench.reports.stats import ALPHA
 
 if TYPE_CHECKING:
     from sslbench.reports.build import ReportData
+
+FOREST_FILE = "paired.png"  # the forest plot (reports.figures), shown under the summary
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -42,6 +45,50 @@ def markdown_table(frame: pd.DataFrame, formats: dict[str, int] | None = None,
         cells = [_fmt(v, formats.get(str(c), 2)) for c, v in zip(data.columns, row, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _interval(low: float, high: float, digits: int = 2, signed: bool = False) -> str:
+    """`[low, high]`, or – when either end is unknown."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "–"
+    form = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    return f"[{form.format(low)}, {form.format(high)}]"
+
+
+def _signed(value: float, digits: int = 2) -> str:
+    return f"{value:+.{digits}f}" if math.isfinite(value) else "–"
+
+
+# Markdown tables stay narrow (at most 8 columns, plain names); the CSVs keep every column.
+def _accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "variant": summary["variant"], "runs": summary["n"], "collapses": summary["collapses"],
+        "collapse % [95% CI]": [f"{_fmt(r, 1)} {_interval(lo, hi, 1)}" for r, lo, hi in zip(
+            summary["collapse_rate"], summary["rate_ci_low"], summary["rate_ci_high"],
+            strict=True)],
+        "mean": summary["mean"],
+        "95% CI": [_interval(lo, hi) for lo, hi in zip(summary["t_ci_low"],
+                                                        summary["t_ci_high"], strict=True)],
+        "sd": summary["std"], "median": summary["median"]})
+
+
+def _comparison_table(paired: pd.DataFrame, adjusted: bool) -> pd.DataFrame:
+    return pd.DataFrame({
+        "comparison": [f"{v} vs {b}" for v, b in zip(paired["variant"], paired["baseline"],
+                                                      strict=True)],
+        "seeds": paired["n"],
+        "difference": [_signed(v) for v in paired["mean_diff"]],
+        "95% CI": [_interval(lo, hi, signed=True) for lo, hi in zip(
+            paired["ci_low"], paired["ci_high"], strict=True)],
+        "p (Holm)" if adjusted else "p": paired["holm_p"],
+        "wins": paired["wins"],
+        "collapses": paired["collapses"],
+        "verdict": paired["verdict"]})
+
+
+def _plain_table(table: pd.DataFrame, adjusted: bool) -> str:
+    return markdown_table(_comparison_table(table, adjusted),
+                          {"seeds": 0, "p (Holm)": 4, "p": 4})
 
 
 def running_cells(runs: Sequence[CellRun]) -> str:
@@ -97,23 +144,14 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_shown: str
 
 
 PAIRED_NOTE = (
-    "Pairs are the seeds where both runs finished and neither collapsed (`dropped_seeds`: "
-    "the others). `mean_diff` in points (variant - baseline) with its 95% paired t interval; "
-    "`t_p` paired t-test, `wilcoxon_p` Wilcoxon signed-rank (exact; with n <= 5 it cannot "
-    "go below 0.0625); `holm_p` the t-test p Holm-adjusted; `tost_holm_p` the Holm-adjusted "
-    "two one-sided tests of equivalence within ±{sesoi:g} points; `wins`: seeds on which the "
-    "variant beat its baseline; `p_improve`: the probability that it does on a seed, with a "
-    "seeded bootstrap interval; `detectable`: the effect these seeds detect with 80% power "
-    "at alpha; `collapses` (variant vs baseline) compared by an exact McNemar test "
-    "(`collapse_p`). Verdict: better or worse when `holm_p` < alpha, equivalent when "
-    "`tost_holm_p` < alpha, else inconclusive with what could have been detected.")
-
-
-def _paired_table(paired: pd.DataFrame) -> str:
-    shown = paired.drop(columns=["decision", "wilcoxon_p", "d_z", "tost_p", "p_improve_low",
-                                 "p_improve_high", "sd_diff"])
-    return markdown_table(shown, {"n": 0, "t_p": 4, "holm_p": 4, "tost_holm_p": 4,
-                                  "collapse_p": 3, "detectable": 1})
+    "Pairs are the seeds where both runs finished and neither collapsed. `difference`: the "
+    "mean of variant - baseline in points, with its 95% paired t interval; `p`: the paired "
+    "t-test{holm}; `wins`: seeds on which the variant beat its baseline; `collapses`: "
+    "variant vs baseline runs at chance, compared apart by an exact McNemar test. Verdict: "
+    "better or worse when p < alpha, equivalent when the two one-sided tests within ±{sesoi:g} "
+    "points give p < alpha{holm}, else inconclusive with the effect these seeds could have "
+    "detected with 80% power. Every column (Wilcoxon, d_z, TOST p, the probability of "
+    "improvement with its interval, the McNemar p, the seeds dropped): `{csv}`.")
 
 
 def _stopping_section(stored: dict | None) -> list[str]:
@@ -134,11 +172,52 @@ def _stopping_section(stored: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def _header(data: ReportData, store_shown: str) -> list[str]:
-    """The title, the grid, the preamble, the stopping rule and the protocol."""
+def _to_decide(steps: pd.DataFrame | None, variant: str, decision: str) -> str:
+    """What it would take to decide an open comparison, from the Next step table."""
+    if decision not in ("inconclusive", "undetermined") or steps is None:
+        return ""
+    row = steps[steps["variant"] == variant]
+    if row.empty:
+        return ""
+    step = row.iloc[0]
+    needed = step["seeds_needed"]
+    if needed is None or not math.isfinite(float(needed)):
+        return "; to decide: more seeds than the planner searches (10,000), or a spread first"
+    add = int(step["seeds_to_add"])
+    return (f"; to decide: {add} more seed{'s' if add != 1 else ''} "
+            f"(about {duration(float(step['hours_to_add']) * 3600)} on 2 workers)")
+
+
+def _summary_section(data: ReportData, forest: Path | None) -> list[str]:
+    """One sentence per comparison of the declared family, by effect, then the forest plot:
+    what a reader needs in one minute, before the protocol."""
+    lines = ["## Summary", ""]
+    total = len(data.paired) + len(data.unrun)
+    if data.paired.empty:
+        lines.append(f"None of the grid's {total} comparisons has paired seeds yet.")
+    else:
+        lines.append(f"The grid's question, {total} comparisons, each variant against its "
+                     f"baseline (δ = {data.sesoi:g} points, alpha {ALPHA}, Holm over the "
+                     f"family), largest effect first:")
+        lines.append("")
+        for row in data.paired.sort_values("mean_diff", ascending=False).itertuples():
+            lines.append(f"- **{row.variant}** vs {row.baseline}: {_signed(row.mean_diff)} "
+                         f"points {_interval(row.ci_low, row.ci_high, signed=True)}; "
+                         f"{row.verdict}{_to_decide(data.steps, row.variant, row.decision)}.")
+    if data.unrun:
+        lines.append(f"- not run yet: {', '.join(data.unrun)}")
+    if forest is not None:
+        lines += ["", f"![Paired differences: effects, 95% intervals, the ±δ band, verdicts]"
+                      f"({forest.name})"]
+    return [*lines, ""]
+
+
+def _header(data: ReportData, store_shown: str, forest: Path | None) -> list[str]:
+    """The title, the summary, the grid, the preamble, the stopping rule and the protocol."""
     return [
         f"# Grid `{data.grid_name}`, profile `{data.profile}`",
         "",
+        *_summary_section(data, forest),
         data.grid.description + ".",
         "",
         *data.preamble,
@@ -192,35 +271,57 @@ def _accuracy_sections(data: ReportData) -> list[str]:
         _variants(data),
         "",
         "## Accuracy per variant",
-        markdown_table(data.summary, {"n": 0, "collapses": 0, "n_ok": 0, "collapse_rate": 1,
-                                      "rate_ci_low": 1, "rate_ci_high": 1}),
+        markdown_table(_accuracy_table(data.summary), {"runs": 0, "collapses": 0}),
         "",
-        "`collapses` of `n` runs, `collapse_rate` (%) with its 95% Clopper-Pearson interval "
-        "(`rate_ci_low`, `rate_ci_high`); `mean_all` over every run, collapsed ones included; "
-        "then over the `n_ok` runs that did not collapse: `mean` with its 95% t interval "
-        "(`t_ci_low`, `t_ci_high`; none below 2 runs), `std`, `median`, range, and the means "
-        "of the last-epoch figure and of the blog's (lowest training loss).",
+        "`collapses` of `runs`, their rate with its 95% Clopper-Pearson interval; `mean` (with "
+        "its 95% t interval, none below 2 runs), `sd` and `median` over the runs that did not "
+        "collapse. The mean over every run, the range and the other per-run figures: "
+        "`summary.csv`.",
         "",
-        "## Accuracy per seed",
-        markdown_table(data.seeds, index=True),
-        "",
+        *_per_seed_section(data.seeds),
         *labels_section,
     ]
+
+
+def _per_seed_section(seeds: pd.DataFrame) -> list[str]:
+    """Seeds as rows, variants as columns, where that fits in 8 columns; else a pointer."""
+    if len(seeds.columns) + 1 > 8:
+        return ["## Accuracy per seed",
+                f"{len(seeds.columns)} variants x {len(seeds)} seeds: `per_seed.csv`, and each "
+                f"seed's dot in the accuracy figure.", ""]
+    return ["## Accuracy per seed", markdown_table(seeds, index=True), ""]
 
 
 def _reproduction_section(reproduced: pd.DataFrame) -> list[str]:
     if reproduced.empty:
         return []
+    ran = reproduced[reproduced["n"] > 0]
+    unrun = sorted(set(reproduced.loc[reproduced["n"] == 0, "variant"]))
+    published = dict(zip(reproduced["variant"], reproduced["published_mean"], strict=True))
+    sources = dict(zip(reproduced["variant"], reproduced["source"], strict=True))
+    table = pd.DataFrame({
+        "variant": ran["variant"], "figure": ran["figure"],
+        "ours": [f"{_fmt(m)} (n={n})" for m, n in zip(ran["ours_mean"], ran["n"], strict=True)],
+        "published": [f"{_fmt(m)} (n={n})" for m, n in zip(ran["published_mean"],
+                                                            ran["published_n"], strict=True)],
+        "difference": [_signed(v) for v in ran["diff"]],
+        "95% CI": [_interval(lo, hi, signed=True) for lo, hi in zip(ran["ci_low"],
+                                                                     ran["ci_high"], strict=True)],
+        "verdict": ran["verdict"]})
     return [
         "## Reproduction",
-        markdown_table(reproduced.drop(columns=["p"]), {"n": 0, "published_n": 0}),
+        markdown_table(table) if not table.empty else "No referenced variant has runs yet.",
+        "",
+        *([f"Not run yet: {', '.join(unrun)} (published: " + "; ".join(
+            f"{v} {_fmt(published[v])}" for v in unrun) + ")", ""] if unrun else []),
+        "Published: " + "; ".join(f"{v}: {src}" for v, src in sources.items()) + ".",
         "",
         "Ours (runs that did not collapse) beside the published values, for each per-run "
-        "figure; the published figure is marked. Verdict: reproduced when the interval lies "
-        "within ±δ, inconclusive when it holds 0 but is wider, else above or below. "
-        "`diff` = ours - published in points, with "
-        "its 95% Welch interval against the published seeds (a one-sample t interval against "
-        "a single published figure); `published_sd_ddof0` is the population sd, as published.",
+        "figure. `difference` = ours - published in points, with its 95% Welch interval "
+        "against the published seeds (a one-sample t interval against a single published "
+        "figure). Verdict: reproduced when the interval lies within ±δ, inconclusive when it "
+        "holds 0 but is wider, else above or below. The published sd (population, as "
+        "published) and the p values: `reproduction.csv`.",
         "",
     ]
 
@@ -232,34 +333,61 @@ def _next_step_section(data: ReportData) -> list[str]:
         "## Next step",
         data.next_step,
         "",
-        markdown_table(data.steps.drop(columns=["decision"]),
-                       {"n": 0, "seeds_needed": 0, "seeds_to_add": 0, "hours_to_add": 1}),
+        markdown_table(_steps_table(data.steps), {"seeds": 0, "seeds needed": 0,
+                                                  "to add": 0}),
         "",
         "Seeds needed for a two-sided paired t-test at alpha / m (the family's Bonferroni "
         "level, Holm's first step) to detect δ with 80% power, from the sd of the paired "
-        "differences; the range uses the sd's 95% chi-square interval. Hours: the runs to add "
+        "differences; the range uses the sd's 95% chi-square interval. Time: the runs to add "
         "(variant and baseline) at their median measured time, on 2 workers.",
         "",
     ]
 
 
+def _steps_table(steps: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "comparison": [f"{v} vs {b}" for v, b in zip(steps["variant"], steps["baseline"],
+                                                      strict=True)],
+        "seeds": steps["n"],
+        "sd of differences": [f"{_fmt(sd)} {_interval(lo, hi)}" for sd, lo, hi in zip(
+            steps["sd_diff"], steps["sd_low"], steps["sd_high"], strict=True)],
+        "seeds needed": steps["seeds_needed"], "range": steps["seeds_needed_range"],
+        "to add": steps["seeds_to_add"],
+        "time": [duration(h * 3600) if math.isfinite(h) else "–"
+                 for h in steps["hours_to_add"].astype(float)]})
+
+
+def _family_sentence(data: ReportData) -> str:
+    """Which hypotheses Holm adjusts over: the grid's declared family, with the members
+    that have no paired seeds yet named (they count with p = 1)."""
+    total = len(data.paired) + len(data.unrun)
+    if not data.unrun:
+        return f"Holm adjusts over these {total} comparisons, the grid's declared question. "
+    return (f"Holm adjusts over the grid's declared question, {total} comparisons: these "
+            f"{len(data.paired)} and {', '.join(data.unrun)}, "
+            f"{'which has' if len(data.unrun) == 1 else 'which have'} no paired seeds yet "
+            f"and {'counts' if len(data.unrun) == 1 else 'count'} with p = 1 (the family "
+            f"is incomplete; its verdicts are no more lenient than the complete family's). ")
+
+
 def _comparison_sections(data: ReportData) -> list[str]:
     """The question (the family's paired tests), the next step, and the reference checks."""
-    note = PAIRED_NOTE.format(sesoi=data.sesoi)
     return [
         "## The question: each variant against its baseline",
-        _paired_table(data.paired) if not data.paired.empty
+        _plain_table(data.paired, adjusted=True) if not data.paired.empty
         else "No variant of the family shares seeds with its baseline yet.",
         "",
-        f"Holm adjusts over these {len(data.paired)} comparisons, the grid's declared question. "
-        + note,
+        _family_sentence(data) + PAIRED_NOTE.format(sesoi=data.sesoi, csv="paired.csv",
+                                                    holm=", Holm-adjusted over the family"),
         "",
         *_next_step_section(data),
         "## Reference checks",
-        _paired_table(data.references) if not data.references.empty else "None.",
+        _plain_table(data.references, adjusted=False) if not data.references.empty
+        else "None.",
         "",
         "Each reference check (a baseline against the control, say) is tested alone at "
-        "alpha, outside the family. " + note,
+        "alpha, outside the family. " + PAIRED_NOTE.format(sesoi=data.sesoi,
+                                                          csv="reference_checks.csv", holm=""),
         "",
     ]
 
@@ -268,8 +396,10 @@ def _closing_sections(data: ReportData, figures: Sequence[Path]) -> list[str]:
     """Throughput, the failed runs, and the figures."""
     return [
         "## Throughput per variant",
-        markdown_table(data.speed, {"runs": 0, "stack": 0, "train_images_per_s": 0,
-                                    "epoch_seconds": 1, "peak_memory_mib": 0}),
+        markdown_table(data.speed.rename(columns={
+            "train_images_per_s": "images/s", "epoch_seconds": "epoch s",
+            "peak_memory_mib": "peak MiB"}),
+            {"runs": 0, "stack": 0, "images/s": 0, "epoch s": 1, "peak MiB": 0}),
         "",
         "Medians over runs of each run's median train images/s (epochs after the first), "
         "epoch seconds (training only) and peak memory (CUDA allocator peak, or process "
@@ -292,11 +422,12 @@ def _closing_sections(data: ReportData, figures: Sequence[Path]) -> list[str]:
 def render_report(data: ReportData, figures: Sequence[Path], store_shown: str) -> str:
     """report.md's text: `figures` the written PNGs in the order shown, `store_shown` the
     store's URL as the report names it (build.shown_store_url)."""
+    forest = next((p for p in figures if p.name == FOREST_FILE), None)
     lines = [
-        *_header(data, store_shown),
+        *_header(data, store_shown, forest),
         *_accuracy_sections(data),
         *_reproduction_section(data.reproduced),
         *_comparison_sections(data),
-        *_closing_sections(data, figures),
+        *_closing_sections(data, [p for p in figures if p != forest]),
     ]
     return "\n".join(lines)

@@ -140,14 +140,17 @@ def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
                              baselines: Mapping[str, str | None],
                              family: Sequence[str] | None = None,
                              sesoi: float = DEFAULT_SESOI, alpha: float = ALPHA,
-                             adjust: bool = True) -> pd.DataFrame:
+                             adjust: bool = True, declared: Sequence[str] = ()) -> pd.DataFrame:
     """Each variant minus its baseline on the seeds where both finished and neither
     collapsed (the dropped seeds are listed; collapse rates are compared apart, by an exact
     McNemar test on all shared seeds).
 
     `baselines` maps a variant to the variant it is compared with (None: not compared).
-    Holm adjusts over the `family` (default: every compared variant); with adjust=False
-    (reference checks) each comparison is tested alone at alpha and `holm_p` is its own p.
+    Holm adjusts over the `family` (default: every compared variant) and the members of the
+    `declared` family that have no paired seeds yet: each counts as a hypothesis with p = 1,
+    so a family that is not complete is never adjusted more leniently
+    than the declared one. With adjust=False (reference checks) each comparison is tested
+    alone at alpha and `holm_p` is its own p.
     """
     table = per_seed(frame, order)
     collapsed = frame.pivot(index="seed", columns="variant", values="collapsed")
@@ -182,12 +185,17 @@ def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
     result = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS
                                          if c not in ("holm_p", "tost_holm_p", "verdict",
                                                       "decision")])
+    unrun = [v for v in declared if v not in set(result["variant"])]
+    placeholders = [1.0] * len(unrun) if adjust else []
+
     def adjusted(p_values: list[float]) -> list[float]:
-        return holm(p_values) if adjust and p_values else p_values
+        if not adjust or not p_values:
+            return p_values
+        return holm(p_values + placeholders)[:len(p_values)]
 
     result["holm_p"] = adjusted(result["t_p"].tolist())
     result["tost_holm_p"] = adjusted(result["tost_p"].tolist())
-    family_size = len(result) if adjust else 1
+    family_size = len(result) + len(placeholders) if adjust else 1
     decisions = [decide(row.mean_diff, row.holm_p, row.tost_holm_p, row.n, row.sd_diff,
                         sesoi, family_size, alpha) for row in result.itertuples()]
     result["verdict"] = [d.text for d in decisions]

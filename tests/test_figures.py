@@ -53,14 +53,20 @@ def test_the_forest_puts_each_mean_difference_on_its_comparison(quick):
     baselines, family = comparisons(grid, runs, order)
     paired = tables.paired_against_baselines(frame, order, baselines, family, 1.0)
     seeds = tables.per_seed(frame, order)
-    figure = figures.draw_paired_forest(paired, seeds)
+    figure = figures.draw_paired_forest(paired, seeds, sesoi=2.0)
     (axes,) = figure.axes
+    ranked = paired.sort_values("mean_diff", ascending=False)  # largest effect on top
     labels = [t.get_text() for t in axes.get_yticklabels()]
-    assert labels == [f"{v} - {b}" for v, b in zip(paired["variant"], paired["baseline"],
-                                                   strict=True)]
+    assert labels == [f"{v} - {b}\n{d}" for v, b, d in zip(
+        ranked["variant"], ranked["baseline"], ranked["decision"], strict=True)]
     diamonds = [line for line in axes.get_lines() if line.get_marker() == "D"]
-    np.testing.assert_allclose([line.get_xdata()[0] for line in diamonds], paired["mean_diff"])
+    np.testing.assert_allclose([line.get_xdata()[0] for line in diamonds], ranked["mean_diff"])
     np.testing.assert_allclose([line.get_ydata()[0] for line in diamonds], range(len(paired)))
+    colours = {figures.DECISION_COLOURS[d] for d in ranked["decision"]}
+    assert {line.get_color() for line in diamonds} == colours
+    # the ±δ band of no practical difference, shaded
+    (band,) = [p for p in axes.patches if p.get_label().startswith("±δ = 2")]
+    assert (band.get_x(), band.get_x() + band.get_width()) == (-2.0, 2.0)  # a Rectangle
 
 
 def test_the_curves_show_each_variants_median_test_accuracy(quick):

@@ -64,6 +64,38 @@ def test_holm_runs_over_the_declared_family_only():
     assert checks["holm_p"].tolist() == checks["t_p"].tolist()  # alone at alpha
 
 
+def test_declared_family_members_without_runs_stay_in_holms_family():
+    """mnist100 declares 7 comparisons; with runs of 2 of them, Holm still adjusts over 7:
+    the 5 without paired seeds count with p = 1, by hand: the smaller p times 7, the larger
+    max(that, its p times 6)."""
+    from sslbench.reports.build import declared_family
+
+    grid = get_grid("mnist100")
+    declared = declared_family(grid)
+    assert sorted(declared) == sorted(["pixelwise", "batch_scaling", "ramp_none", "ramp_fast",
+                                       "ramp_slow", "prob_targets", "fixed_batches"])
+    rows = []
+    noise = (0.5, -1.2, 0.9, -0.3, 0.2)  # ramp_fast minus control: no clear sign
+    for seed, shift in enumerate((0.0, 1.5, 3.5, -0.5, 0.7)):
+        rows += [("control", seed, 90.0 + shift, False),
+                 ("pixelwise", seed, 87.0 + 1.1 * shift, False),
+                 ("ramp_fast", seed, 90.0 + shift + noise[seed], False)]
+    data = frame(rows)
+    order = ["control", "pixelwise", "ramp_fast"]
+    baselines = {v: grid.baseline_of(v) for v in order}
+    paired = paired_against_baselines(data, order, baselines, ["pixelwise", "ramp_fast"],
+                                      declared=declared).set_index("variant")
+    p = paired["t_p"]
+    low, high = sorted(p.index, key=lambda v: p[v])
+    assert paired.loc[low, "holm_p"] == pytest.approx(min(1.0, 7 * p[low]))
+    assert paired.loc[high, "holm_p"] == pytest.approx(min(1.0, max(7 * p[low], 6 * p[high])))
+    # the inconclusive verdict's "at alpha/m" names the declared family's size
+    assert paired.loc["ramp_fast", "decision"] == "inconclusive"
+    assert "at alpha/7)" in paired.loc["ramp_fast", "verdict"]
+    alone = paired_against_baselines(data, order, baselines, ["pixelwise", "ramp_fast"])
+    assert alone.set_index("variant").loc[low, "holm_p"] == pytest.approx(2 * p[low])
+
+
 @pytest.fixture
 def quick_store(tmp_path: Path) -> str:
     copy = tmp_path / "store.db"
@@ -83,7 +115,7 @@ def test_the_committed_quick_store_reports_verdicts_collapses_and_references(qui
     assert "inconclusive (n=3): could have detected" in text
     assert "no detectable difference" not in text
     # the legacy `supervised` cells are the pipeline baseline, collapsed on 2 of 3 seeds
-    assert "| supervised_pipeline | 3 | 2 | 66.7 |" in text
+    assert "| supervised_pipeline | 3 | 2 | 66.7 [9.4, 99.2] |" in text
     reproduction = pd.read_csv(first / "reproduction.csv")
     control = reproduction[(reproduction["variant"] == "control")
                            & (reproduction["figure"] == "lowest_train_loss")].iloc[0]
