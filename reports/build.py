@@ -287,7 +287,7 @@ def write_artifacts(data: ReportData, out: Path) -> list[Path]:
         figs.insert(1, figures.paired_forest(compared, data.seeds, out / FOREST_FILE,
                                              data.sesoi))
     if data.several_budgets:
-        figs.insert(0, figures.accuracy_by_labels(data.frame, out / "accuracy_by_labels.png"))
+        figs.insert(0, figures.accuracy_by_labels(data.labels, out / "accuracy_by_labels.png"))
     return figs
 
 

@@ -260,10 +260,13 @@ def _accuracy_sections(data: ReportData) -> list[str]:
     """Accuracy per variant, per seed and, with several label budgets, per budget."""
     labels_section = [
         "## Accuracy against the number of labels",
-        markdown_table(data.labels, {"num_labels": 0, "n": 0, "collapses": 0}),
+        markdown_table(data.labels.rename(columns={"num_labels": "labels", "n": "runs"}),
+                       {"labels": 0, "configs": 0, "seeds": 0, "runs": 0, "collapses": 0}),
         "",
         "Mean test accuracy (%) per method and label count over the runs that did not "
-        "collapse, with its 95% t interval; `n` counts every run, `collapses` the failed ones.",
+        "collapse, the seed as the unit: configs of one method share seeds (a seed draws the "
+        "labeled subset), so each seed's runs are averaged first and the 95% t interval is "
+        "over the seeds. `runs` counts every run, `collapses` the failed ones.",
         "",
     ] if data.several_budgets else []
     return [

@@ -255,18 +255,26 @@ def reproduction(frame: pd.DataFrame, references: Mapping[str, Any], profile: st
 
 
 def by_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method and label count k: runs, collapses, and over the runs that did not
-    collapse the mean accuracy (%) with its 95% t interval."""
+    """Per method and label count k: configs, seeds, runs, collapses, and the mean accuracy
+    (%) with its 95% t interval, with the seed as the unit.
+
+    Several configs of one method at one k (the variants of a grid) share seeds: the same
+    seed draws the same labeled subset, so their runs are not independent. Each seed's runs
+    that did not collapse are averaged first, and the interval is over those seed means
+    (n = seeds), never over the pooled runs as if each were a fresh draw."""
     rows = []
     for (method, k), part in frame.groupby(["method", "num_labels"], sort=True):
-        fine = part.loc[~part["collapsed"], "accuracy"].to_numpy()
-        low, high = t_interval(fine)
-        rows.append({"method": method, "num_labels": int(k), "n": len(part),
-                     "mean": float(fine.mean()) if len(fine) else math.nan,
-                     "ci_low": low, "ci_high": high,
-                     "collapses": int(part["collapsed"].sum())})
-    return pd.DataFrame(rows, columns=["method", "num_labels", "n", "mean", "ci_low", "ci_high",
-                                       "collapses"])
+        fine = part.loc[~part["collapsed"]]
+        per_seed_mean = fine.groupby("seed")["accuracy"].mean().to_numpy()
+        low, high = t_interval(per_seed_mean)
+        rows.append({"method": method, "num_labels": int(k),
+                     "configs": int(part["variant"].nunique()),
+                     "seeds": int(part["seed"].nunique()), "n": len(part),
+                     "collapses": int(part["collapsed"].sum()),
+                     "mean": float(per_seed_mean.mean()) if len(per_seed_mean) else math.nan,
+                     "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["method", "num_labels", "configs", "seeds", "n",
+                                       "collapses", "mean", "ci_low", "ci_high"])
 
 
 def throughput(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:

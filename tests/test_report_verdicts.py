@@ -192,3 +192,31 @@ def test_cells_stored_before_a_later_field_are_the_same_settings():
     variants = {r.seed: r.variant for r in separate_settings(runs)}
     assert variants == {0: "control", 1: "control", 2: "control", 3: "control",
                         4: "control@train.lr=0.001"}
+
+
+def test_accuracy_by_labels_takes_the_seed_as_its_unit():
+    """Two configs of one method share seeds 0-2: their runs are averaged per seed first,
+    and the interval is the t interval over the 3 seed means, not over 6 pooled runs; a
+    collapsed run is left out of its seed's mean and counted."""
+    from sslbench.reports.stats import t_interval
+    from sslbench.reports.tables import by_labels
+
+    data = frame([("a", 0, 90.0, False), ("a", 1, 92.0, False), ("a", 2, 10.0, True),
+                  ("b", 0, 94.0, False), ("b", 1, 93.0, False), ("b", 2, 95.0, False)])
+    data["method"], data["num_labels"] = "temporal_ensembling", 100
+    (row,) = by_labels(data).itertuples()
+    seed_means = [(90 + 94) / 2, (92 + 93) / 2, 95.0]
+    assert (row.configs, row.seeds, row.n, row.collapses) == (2, 3, 6, 1)
+    assert row.mean == pytest.approx(sum(seed_means) / 3)
+    assert (row.ci_low, row.ci_high) == pytest.approx(t_interval(seed_means))
+    pooled = t_interval([90.0, 92.0, 94.0, 93.0, 95.0])
+    assert row.ci_high - row.ci_low > pooled[1] - pooled[0]  # pooling claimed more certainty
+    # the figure is drawn from the same table: its point and bar are the table's
+    from sslbench.reports.figures import draw_accuracy_by_labels
+
+    axes = draw_accuracy_by_labels(by_labels(data)).axes[0]
+    (line,) = [ln for ln in axes.get_lines() if len(ln.get_xdata()) == 1 and ln.get_marker() == "o"]
+    assert (line.get_xdata()[0], line.get_ydata()[0]) == (100, pytest.approx(row.mean))
+    (bars,) = [c for c in axes.collections if len(c.get_segments())]
+    (segment,) = bars.get_segments()
+    assert (segment[0][1], segment[1][1]) == pytest.approx((row.ci_low, row.ci_high))
