@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sslbench.bench.core.cost import duration
+from sslbench.bench.core.schema import Record
 from sslbench.bench.store.queue import DEFAULT_GRACE_S, owner_gone
 from sslbench.bench.store.runstore import CellRun
 from sslbench.reports import tables
@@ -112,8 +113,7 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_shown: str
     records = [r.record for r in runs if r.record is not None]
     env = [rec["environment"] for rec in records]
     configs = [rec["config"] for rec in records]
-    dirty = " (uncommitted changes)"
-    commits = sorted({e["git"]["commit"][:12] + (dirty if e["git"]["dirty"] else "") for e in env})
+    commits = sorted({v for rec in records for v in Record.from_dict(rec).code_versions})
     started = min((rec["started_at"] for rec in records), default="–")
     finished = max((rec["finished_at"] for rec in records), default="–")
     compute_h = sum(rec["throughput"]["total_seconds"] for rec in records) / 3600
@@ -136,7 +136,8 @@ def _protocol(runs: Sequence[CellRun], grid: str, profile: str, store_shown: str
         f"- torch {', '.join(sorted({e['torch'] for e in env}))}, torchvision "
         f"{', '.join(sorted({e['torchvision'] for e in env}))}, python "
         f"{', '.join(sorted({e['python'] for e in env}))}",
-        f"- git commit: {', '.join(commits)}",
+        f"- git commit: {', '.join(commits)} (every stretch of training; `(dirty)`: with "
+        f"uncommitted changes)",
         f"- runs from {started} to {finished}; total training and evaluation time "
         f"{compute_h:.2f} h (summed over runs)",
         f"- store: {store_shown}",
@@ -188,6 +189,30 @@ def _to_decide(steps: pd.DataFrame | None, variant: str, decision: str) -> str:
             f"(about {duration(float(step['hours_to_add']) * 3600)} on 2 workers)")
 
 
+def _versions(versions: Any) -> list[str]:
+    return [v for v in str(versions if isinstance(versions, str) else "").split(" + ") if v]
+
+
+def _mixed_code(versions: Any) -> str:
+    """A flag where a comparison's pairs were trained by more than one code version."""
+    found = _versions(versions)
+    return f"; **mixes {len(found)} code versions**" if len(found) > 1 else ""
+
+
+def _mixed_code_lines(table: pd.DataFrame) -> list[str]:
+    """Under a comparisons table: the comparisons whose pairs mix code versions, named."""
+    if "code_versions" not in table:
+        return []
+    mixed = [(f"{r.variant} vs {r.baseline}", _versions(r.code_versions))
+             for r in table.itertuples()]
+    mixed = [(name, found) for name, found in mixed if len(found) > 1]
+    if not mixed:
+        return []
+    return ["Pairs trained by more than one code version (a change between them may move a "
+            "seed by itself; `sslbench ablate --pin-code` keeps a grid to one): "
+            + "; ".join(f"{name}: {', '.join(found)}" for name, found in mixed) + ".", ""]
+
+
 def _summary_section(data: ReportData, forest: Path | None) -> list[str]:
     """One sentence per comparison of the declared family, by effect, then the forest plot:
     what a reader needs in one minute, before the protocol."""
@@ -203,9 +228,12 @@ def _summary_section(data: ReportData, forest: Path | None) -> list[str]:
         for row in data.paired.sort_values("mean_diff", ascending=False).itertuples():
             lines.append(f"- **{row.variant}** vs {row.baseline}: {_signed(row.mean_diff)} "
                          f"points {_interval(row.ci_low, row.ci_high, signed=True)}; "
-                         f"{row.verdict}{_to_decide(data.steps, row.variant, row.decision)}.")
+                         f"{row.verdict}{_to_decide(data.steps, row.variant, row.decision)}"
+                         f"{_mixed_code(row.code_versions)}.")
     if data.unrun:
         lines.append(f"- not run yet: {', '.join(data.unrun)}")
+    if not data.paired.empty and (mixed := _mixed_code_lines(data.paired)):
+        lines += ["", *mixed[:1]]
     if forest is not None:
         lines += ["", f"![Paired differences: effects, 95% intervals, the ±δ band, verdicts]"
                       f"({forest.name})"]
@@ -380,6 +408,7 @@ def _comparison_sections(data: ReportData) -> list[str]:
         _plain_table(data.paired, adjusted=True) if not data.paired.empty
         else "No variant of the family shares seeds with its baseline yet.",
         "",
+        *_mixed_code_lines(data.paired),
         _family_sentence(data) + PAIRED_NOTE.format(sesoi=data.sesoi, csv="paired.csv",
                                                     holm=", Holm-adjusted over the family"),
         "",
@@ -388,6 +417,7 @@ def _comparison_sections(data: ReportData) -> list[str]:
         _plain_table(data.references, adjusted=False) if not data.references.empty
         else "None.",
         "",
+        *_mixed_code_lines(data.references),
         "Each reference check (a baseline against the control, say) is tested alone at "
         "alpha, outside the family. " + PAIRED_NOTE.format(sesoi=data.sesoi,
                                                           csv="reference_checks.csv", holm=""),

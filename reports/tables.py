@@ -42,6 +42,9 @@ METRICS = {
 DEFAULT_METRIC = "tail_median"
 
 
+CODE_SEPARATOR = ", "  # between a run's code versions in the runs table's `code` column
+
+
 def runs_frame(runs: Sequence[CellRun], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per finished cell: variant, seed, accuracies (%), throughput, device.
 
@@ -80,10 +83,12 @@ def runs_frame(runs: Sequence[CellRun], metric: str = DEFAULT_METRIC) -> pd.Data
             "peak_memory_mib": throughput.peak_memory_mib,
             "total_seconds": throughput.total_seconds,
             "device": record.device,
+            # every code version that trained it (each segment of a resumed run)
+            "code": CODE_SEPARATOR.join(record.code_versions),
         })
     columns = ["variant", "seed", "method", "dataset", "num_labels", "translate_px", "accuracy",
                "tail_median", "final", "blog_accuracy", "collapsed", "train_images_per_s", "stack",
-               "precision", "epoch_seconds", "peak_memory_mib", "total_seconds", "device"]
+               "precision", "epoch_seconds", "peak_memory_mib", "total_seconds", "device", "code"]
     return pd.DataFrame(rows, columns=columns).sort_values(["variant", "seed"], ignore_index=True)
 
 
@@ -133,7 +138,7 @@ def per_seed(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
 PAIRED_COLUMNS = ["variant", "baseline", "n", "dropped_seeds", "mean_diff", "ci_low", "ci_high",
                   "sd_diff", "t_p", "wilcoxon_p", "d_z", "holm_p", "tost_p", "tost_holm_p",
                   "wins", "p_improve", "p_improve_low", "p_improve_high", "detectable",
-                  "collapses", "collapse_p", "verdict", "decision"]
+                  "collapses", "collapse_p", "code_versions", "verdict", "decision"]
 
 
 def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
@@ -154,6 +159,8 @@ def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
     """
     table = per_seed(frame, order)
     collapsed = frame.pivot(index="seed", columns="variant", values="collapsed")
+    codes = frame.pivot(index="seed", columns="variant", values="code") \
+        if "code" in frame else None
     rows = []
     for variant in order:
         baseline = baselines.get(variant)
@@ -181,7 +188,11 @@ def paired_against_baselines(frame: pd.DataFrame, order: Sequence[str],
                      "detectable": detectable_effect(sd, c.n, alpha),
                      "collapses": f"{int(failed[variant].sum())} vs {int(failed[baseline].sum())}",
                      "collapse_p": paired_rate_p(failed[baseline].to_numpy(),
-                                                 failed[variant].to_numpy())})
+                                                 failed[variant].to_numpy()),
+                     "code_versions": " + ".join(sorted(
+                         {v for seed in ok for name in (baseline, variant)
+                          for v in str(codes.loc[seed, name]).split(CODE_SEPARATOR)}))
+                     if codes is not None else ""})
     result = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS
                                          if c not in ("holm_p", "tost_holm_p", "verdict",
                                                       "decision")])

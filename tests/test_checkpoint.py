@@ -57,6 +57,11 @@ def test_kill_9_and_resume_gives_the_same_record(tmp_path, data_root, method):
     for key in COMPARED:
         assert first["curves"][key] == second["curves"][key], key
     assert first["metrics"] == second["metrics"]
+    # the record keeps each stretch of training and its code, not only the last
+    assert [(s["from_epoch"], s["to_epoch"]) for s in first["segments"]] == [(0, 5)]
+    assert [(s["from_epoch"], s["to_epoch"]) for s in second["segments"]] == [
+        (0, resumed_from), (resumed_from, 5)]
+    assert {s["commit"] for s in second["segments"]} == {first["environment"]["git"]["commit"]}
     if method == "mean_teacher":  # the teacher's state was restored too, not re-copied
         assert first["curves"]["student_test_accuracy"] == second["curves"]["student_test_accuracy"]
         assert "final_student_test_accuracy" in second["metrics"]
@@ -82,9 +87,19 @@ def test_stop_request_saves_and_resumes_exactly(tmp_path, data_root, where):
     assert stopped.value.epoch == 1
     assert (stopped.value.step == 0) == (where == "epoch_boundary")
     policy.stop.clear()
+    if where == "epoch_boundary":  # a checkpoint written before segments were recorded
+        saved = torch.load(policy.path, weights_only=False)
+        del saved["segments"]
+        torch.save(saved, policy.path)
     resumed = single_run(config, device=CPU, data_root=data_root, checkpoint=policy)
     for key in ("supervised_loss", "unsupervised_loss", "train_loss", "test_accuracy"):
         assert resumed.curves[key] == reference.curves[key], key
+    first, last = resumed.segments
+    assert (first["from_epoch"], first["to_epoch"], last["from_epoch"], last["to_epoch"]) == \
+        (0, 1, 1, 3)
+    assert first["commit"].startswith("unknown") == (where == "epoch_boundary")
+    assert last["commit"] == reference.segments[0]["commit"]
+    assert (last["from_step"] > 0) == (where == "mid_epoch")
 
 
 @pytest.mark.parametrize("method, overrides", [

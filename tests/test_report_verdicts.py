@@ -220,3 +220,53 @@ def test_accuracy_by_labels_takes_the_seed_as_its_unit():
     (bars,) = [c for c in axes.collections if len(c.get_segments())]
     (segment,) = bars.get_segments()
     assert (segment[0][1], segment[1][1]) == pytest.approx((row.ci_low, row.ci_high))
+
+
+def test_a_comparison_whose_pairs_mix_code_versions_is_flagged(tmp_path):
+    """collapse-quick: its supervised cells were resumed across commits, some dirty, and
+    its control ran at another; the report names the versions under the reference checks."""
+    store = tmp_path / "store.db"
+    shutil.copy(ROOT / "reports" / "results" / "collapse-quick" / "store.db", store)
+    write_report(RunStore(f"sqlite:///{store}", read_only=True), "mnist100", "quick", tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    flagged = text.split("Pairs trained by more than one code version")[1].split("\n")[0]
+    assert "supervised vs control: " in flagged and "(dirty)" in flagged
+    checks = pd.read_csv(tmp_path / "reference_checks.csv").set_index("variant")
+    assert len(checks.loc["supervised", "code_versions"].split(" + ")) >= 2
+
+
+def test_code_versions_come_from_every_segment():
+    """A record without segments (the pilot's) names its finishing commit; with segments,
+    each distinct commit once, in order, marked when dirty."""
+    from sslbench.bench.core.schema import Record
+
+    store = RunStore(f"sqlite:///{QUICK_STORE}", read_only=True)
+    (name,) = [n for n in store.study_names() if n.startswith("grid:")]
+    stored = next(r for r in store.cell_runs(store.find_study(name)) if r.record).record
+    git = stored["environment"]["git"]
+    assert Record.from_dict(stored).code_versions == [
+        git["commit"][:12] + (" (dirty)" if git["dirty"] else "")]
+    segments = [{"commit": "a" * 40, "dirty": False, "from_epoch": 0, "to_epoch": 3},
+                {"commit": "b" * 40, "dirty": True, "from_epoch": 3, "to_epoch": 5},
+                {"commit": "a" * 40, "dirty": False, "from_epoch": 5, "to_epoch": 9}]
+    resumed = Record.from_dict({**stored, "segments": segments})
+    assert resumed.code_versions == ["a" * 12, "b" * 12 + " (dirty)"]
+
+
+def test_adding_cells_at_another_commit_is_warned_and_pinned_refused(tmp_path):
+    """The pilot's cells ran at 665ff18; this checkout is another commit: a warning that
+    names both, and with --pin-code a one-line refusal."""
+    from sslbench.bench.errors import UserError
+    from sslbench.bench.runs.runner import check_code_version
+
+    copy = tmp_path / "store.db"
+    shutil.copy(QUICK_STORE, copy)
+    store = RunStore(f"sqlite:///{copy}")
+    study = store.find_study("grid:mnist100:quick")
+    said: list[str] = []
+    check_code_version(store, study, "mnist100/quick", False, said.append)
+    (line,) = said
+    assert line.startswith("warning: mnist100/quick: its finished cells ran at 665ff182e81f")
+    assert "mix code versions" in line
+    with pytest.raises(UserError, match="--pin-code"):
+        check_code_version(store, study, "mnist100/quick", True, said.append)

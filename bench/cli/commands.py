@@ -164,7 +164,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         threads=args.threads, stack=args.stack, retry_failed=args.retry_failed,
         checkpoint_dir=(Path(args.checkpoints) if args.checkpoints
                         else default_checkpoint_dir(args.storage)),
-        checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace)
+        checkpoint_every=args.checkpoint_every, grace_s=args.heartbeat_grace,
+        pin_code=args.pin_code)
     # Every cell's config and the data are checked before the store is opened or created.
     cells = plan_cells(grid, settings.profile, settings.seeds, settings.variants,
                        settings.overrides)

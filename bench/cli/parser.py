@@ -174,6 +174,10 @@ class Builder:
         ablate.add_argument("--retry-failed", action="store_true",
                             help="also rerun cells that diverged (crashed cells are always "
                                  "retried)")
+        ablate.add_argument("--pin-code", action="store_true",
+                            help="keep the grid to one code version: refuse a tree with "
+                                 "uncommitted changes, or a commit other than the one the "
+                                 "grid's finished cells ran at (without it, a warning)")
 
     @staticmethod
     def _ablate_rounds(ablate: argparse.ArgumentParser, default_sesoi: float) -> None:

@@ -137,6 +137,9 @@ def build_record(config: RunConfig, result: RunResult, device: torch.device,
         "schedule": result.schedule,
         "curves": {k: v for k, v in curves.items() if k != "peak_memory_mib"},
         "environment": environment(device),
+        # The code of each stretch of training (a resumed run has several); `environment`'s
+        # git is the process that finished it.
+        "segments": result.segments,
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

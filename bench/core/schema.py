@@ -58,6 +58,8 @@ class Record:
     relabeled_from: dict[str, str] | None = None  # a legacy cell read under its new name
     started_at: str = ""
     finished_at: str = ""
+    # Each stretch of training and its code (commit, dirty, epochs); None: not recorded.
+    segments: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> Record:
@@ -87,7 +89,23 @@ class Record:
                 precision=throughput.get("precision", "fp32")),
             curves=stored["curves"], environment=stored["environment"],
             schedule=stored.get("schedule"), relabeled_from=stored.get("relabeled_from"),
-            started_at=stored.get("started_at", ""), finished_at=stored.get("finished_at", ""))
+            started_at=stored.get("started_at", ""), finished_at=stored.get("finished_at", ""),
+            segments=stored.get("segments"))
+
+    @property
+    def code_versions(self) -> list[str]:
+        """Every code version that trained this run: `commit[:12]`, with ` (dirty)` for
+        uncommitted changes, from its segments where recorded, else the finishing process's
+        commit (a resumed run of an older store may hide earlier ones)."""
+        parts = self.segments if self.segments else [self.environment.get("git", {})]
+        found = []
+        for part in parts:
+            commit = str(part.get("commit") or "unknown")
+            name = commit[:12] if " " not in commit else commit
+            name += " (dirty)" if part.get("dirty") else ""
+            if name not in found:
+                found.append(name)
+        return found
 
     @property
     def test_accuracy(self) -> list[float]:

@@ -80,6 +80,29 @@ class RunResult:
     precision: str = "fp32"  # the training passes' arithmetic, `train.precision` resolved
     # Which images the batches held and how many optimizer steps were taken (bench.sampling).
     schedule: dict[str, Any] = field(default_factory=dict)
+    # Each stretch of training and the code it ran: commit, dirty, from and to epoch.
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+# A checkpoint written before segments were recorded: its training ran at a commit unknown.
+EARLIER_SEGMENT = {"commit": "unknown (checkpoint from before segments were recorded)",
+                   "dirty": None, "from_epoch": 0}
+
+
+def new_segment(epoch: int, step: int) -> dict[str, Any]:
+    """A stretch of training starting at (epoch, step) with the code this process loaded."""
+    from sslbench.bench.core.record import git_commit  # record imports this module's types
+
+    git = git_commit()
+    return {"commit": git["commit"], "dirty": git["dirty"], "from_epoch": epoch,
+            "from_step": step}
+
+
+def closed_segments(segments: list[dict[str, Any]], epoch: int) -> list[dict[str, Any]]:
+    """The segments with the last one ended at `epoch` (the epochs it finished)."""
+    if not segments:
+        return []
+    return [*segments[:-1], {**segments[-1], "to_epoch": epoch}]
 
 
 @dataclass(frozen=True)
@@ -123,6 +146,9 @@ class TrainState:
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # per epoch, per run
     shared: dict[str, list[float]] = field(default_factory=dict)  # per epoch, the stack's
     graphed: GraphedStep | None = None  # the step as a CUDA graph (train.step_graph)
+    # The code each stretch of training ran (segment): a resumed run appends one, so a record
+    # says which commits made it, not only the last (bench.core.record).
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def runs(self) -> int:
@@ -244,7 +270,8 @@ def state_dict(state: TrainState) -> dict[str, Any]:
             "optimizer": state.optimizer.state_dict(), "method": state.method.state_dict(),
             "generators": {k: generator_states(v) for k, v in state.generators.items()},
             "order": state.order if state.step else None, "sums": state.sums,
-            "curves": state.curves, "shared": state.shared}
+            "curves": state.curves, "shared": state.shared,
+            "segments": closed_segments(state.segments, state.epoch)}
 
 
 def load_state_dict(state: TrainState, saved: dict[str, Any]) -> None:
@@ -257,6 +284,8 @@ def load_state_dict(state: TrainState, saved: dict[str, Any]) -> None:
         restore_generators(gens, saved["generators"][name])
     state.curves, state.shared = saved["curves"], saved["shared"]
     state.epoch, state.step = int(saved["epoch"]), int(saved["step"])
+    earlier = saved.get("segments") or [{**EARLIER_SEGMENT, "to_epoch": state.epoch}]
+    state.segments = [*earlier, new_segment(state.epoch, state.step)]
     state.order, state.sums = saved["order"], saved["sums"].to(state.device)
     if state.graphed is not None:  # new tensors (Adam's state, sums): capture again
         state.graphed = GraphedStep(state)
@@ -274,6 +303,7 @@ def train_until_stopped(config: RunConfig, seeds: Sequence[int], *, device: torc
     if data is None:
         data = prepare(config.data, seeds, data_root, device, with_test=with_test)
     state = init_state(config, seeds, data, device)
+    state.segments = [new_segment(0, 0)]
     if checkpoint is not None and (saved := load_checkpoint(
             checkpoint.path, config.config_hash(), list(seeds), device)) is not None:
         load_state_dict(state, saved)
@@ -359,7 +389,8 @@ def _results(state: TrainState) -> list[RunResult]:
         results.append(RunResult(
             seed=seed, labeled_indices=state.data.labeled_indices[run].tolist(), curves=curves,
             final_test_accuracy=curves.get("test_accuracy", [math.nan])[-1],
-            stack_size=state.runs, precision=state.precision, schedule=dict(schedule)))
+            stack_size=state.runs, precision=state.precision, schedule=dict(schedule),
+            segments=closed_segments(state.segments, state.config.train.epochs)))
     return results
 
 

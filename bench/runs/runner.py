@@ -25,6 +25,8 @@ from sslbench.ablations.grid import Grid
 from sslbench.bench.core.cost import duration, estimate, measured_run_seconds
 from sslbench.bench.core.device import resolve_device
 from sslbench.bench.core.record import git_commit
+from sslbench.bench.core.schema import Record
+from sslbench.bench.errors import UserError
 from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.cells import (
     Cell,
@@ -212,6 +214,32 @@ def open_grid_study(store: RunStore, grid_name: str, profile: str, settings: str
     return study_id
 
 
+def check_code_version(store: RunStore, study_id: int, where: str, pin: bool,
+                       log: Log = say) -> None:
+    """Before cells are added to a grid: the code versions its finished cells ran at
+    against this process's. Pinned (`--pin-code`), a tree with uncommitted changes, an
+    unknown commit or another commit than the grid's is refused; otherwise a mismatch is
+    warned about, because pairs of old and new cells then mix code versions."""
+    git = git_commit()
+    here = f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}"
+    ran = sorted({v for r in store.cell_runs(study_id)
+                  if r.state == "COMPLETE" and r.record is not None
+                  for v in Record.from_dict(r.record).code_versions})
+    if pin and (git["dirty"] or git["commit"] == "unknown"):
+        raise UserError(f"--pin-code: this code is {here}, not one clean commit; commit or "
+                        f"stash the changes (or run from a clean `git worktree`), or drop "
+                        f"--pin-code")
+    others = [v for v in ran if v != here]
+    if not others:
+        return
+    line = (f"{where}: its finished cells ran at {', '.join(ran)}; this runner is at {here}, "
+            f"so pairs of old and new cells mix code versions")
+    if pin:
+        raise UserError(f"--pin-code: {line}; check out {others[0]} (a `git worktree` keeps "
+                        f"your tree), or store the new cells apart with --settings NAME")
+    log(f"warning: {line} (the report flags them; --pin-code refuses this)")
+
+
 def _cost_rows(cells: Sequence[Cell]) -> list[tuple[str, int, int | None, int | None]]:
     return [(c.variant, c.config.train.epochs, c.config.data.train_size,
              c.config.data.test_size) for c in cells]
@@ -260,6 +288,8 @@ def run_grid(grid: Grid, settings: GridSettings, *, store: RunStore, log: Log = 
         log(f"{where}: nothing to run: {outcome.already_done} of {len(cells)} cells already "
             f"finished" + _skips(outcome))
         return outcome
+    if pending:
+        check_code_version(store, study_id, where, settings.pin_code, log)
     device = resolve_device(settings.device)
     stack = settings.stack or default_stack(device, len(settings.seeds))
     cost = start_estimate(grid, settings.profile, pending, store, study_id, settings.workers,

@@ -37,6 +37,9 @@ class GridSettings:
     checkpoint_every: int = 1  # epochs
     grace_s: float = DEFAULT_GRACE_S  # seconds without a heartbeat before a cell is taken over
     wait_for_others: bool = True  # wait for cells running elsewhere, take over the dead
+    # Refuse to run unless this code is one clean commit, the one the grid's finished cells
+    # ran at (`--pin-code`); otherwise a mismatch is only warned about.
+    pin_code: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
