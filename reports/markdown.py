@@ -14,6 +14,7 @@ from sslbench.bench.core.schema import Record
 from sslbench.bench.store.queue import DEFAULT_GRACE_S, owner_gone
 from sslbench.bench.store.runstore import CellRun
 from sslbench.reports import tables
+from sslbench.reports.sequential import GUARANTEE
 from sslbench.reports.stats import ALPHA
 
 if TYPE_CHECKING:
@@ -163,7 +164,8 @@ def _stopping_section(stored: dict | None) -> list[str]:
     lines = ["## Stopping rule (`ablate --until-decided`)", "",
              f"Seeds were added {stored['round']} per round, up to {stored['max_seeds']}, "
              f"only to comparisons still open. Rule: {stored['rule']} (family alpha "
-             f"{stored['alpha']}, δ = {stored['sesoi']:g} points; see reports/sequential.py).",
+             f"{stored['alpha']}, δ = {stored['sesoi']:g} points; see reports/sequential.py). "
+             f"{GUARANTEE}",
              "", "| comparison | decision | stopped at round | seeds |", "|---|---|---|---|"]
     for c in stored["comparisons"]:
         where = (str(c["round"]), str(c["seeds"])) if c["round"] else ("budget spent",

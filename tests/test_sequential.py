@@ -60,6 +60,46 @@ def test_no_true_effect_keeps_false_verdicts_at_alpha(max_seeds, round_size, fam
     assert rates["better"] + rates["worse"] > 0  # the tests do reject, sometimes
 
 
+def rare_loss(rng, shape):
+    """+0.5 points on 95% of seeds, -9.5 on 5% (mean 0), with a little noise."""
+    return np.where(rng.random(shape) < 0.05, -9.5, 0.5) + rng.normal(0.0, 0.5, shape)
+
+
+EXCHANGEABLE = {  # a variant that changes nothing: differences symmetric about 0
+    "t3": lambda rng, shape: rng.standard_t(3, shape) * 2.0 / math.sqrt(3),
+    "rare_loss_either_sign": lambda rng, shape: rare_loss(rng, shape)
+    * rng.choice([-1.0, 1.0], shape),
+    "skewed_runs_differenced": lambda rng, shape: 2.0 * (rng.lognormal(0, 1, shape)
+                                                         - rng.lognormal(0, 1, shape)),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(EXCHANGEABLE))
+def test_an_exchangeable_variant_keeps_false_verdicts_at_alpha_whatever_the_shape(shape):
+    """The guarantee the docs state: no effect on any seed, any symmetric shape of the
+    paired differences (heavy tails, a rare large change of either sign, the difference of
+    two skewed runs)."""
+    trials = 3000
+    rates = simulate(0.0, 0.0, 12, 3, 3, delta=1.0, trials=trials, seed=5,
+                     draw=EXCHANGEABLE[shape])
+    error = 3 * math.sqrt(ALPHA * (1 - ALPHA) / trials)
+    assert rates["better"] + rates["worse"] <= ALPHA + error
+
+
+@pytest.mark.parametrize("draw, wrong", [
+    (rare_loss, "better"),  # most seeds gain a little, one in twenty loses much
+    (lambda rng, shape: 2.0 * (rng.lognormal(0, 1, shape) - math.exp(0.5))
+     / math.sqrt((math.e - 1) * math.e), "worse"),  # a long right tail, mean 0
+])
+def test_the_same_mean_with_a_skewed_shape_is_outside_the_guarantee(draw, wrong):
+    """What the docs say the rule does not cover, shown: equal means, skewed differences.
+    The t-test's level is only approximate there, and the rule's false verdicts exceed
+    alpha by far at these seed counts (reports/sequential.py states the figures)."""
+    rates = simulate(0.0, 0.0, 12, 3, 3, delta=1.0, trials=3000, seed=6, draw=draw)
+    assert rates[wrong] > 3 * ALPHA
+    assert (0.45 < rates["better"] < 0.65) if wrong == "better" else (0.2 < rates["worse"] < 0.35)
+
+
 def test_naive_looks_would_inflate_false_verdicts():
     """The simulation can fail: testing at alpha after every round (no spending) makes far
     more false verdicts than alpha. The rule exists because of this."""
