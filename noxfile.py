@@ -33,12 +33,14 @@ STAMP = VENV / ".sslbench-installed"
 # The tested torch, pinned here and not in the package's requirements (a range there): on this
 # project's CPU machines pip takes both from local disk.
 TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
+# The reporting standard's aggregates across tasks (reports/aggregates.py), pinned.
+RLIABLE_PIN = "rliable==1.2.0"
 
 
 def _venv(session: nox.Session) -> None:
     """Create .venv and install the project (editable, with dev extras) when needed."""
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
-                            + " ".join(TORCH_PINS).encode()).hexdigest()
+                            + " ".join([*TORCH_PINS, RLIABLE_PIN]).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not (BIN / "python").exists():
@@ -48,6 +50,10 @@ def _venv(session: nox.Session) -> None:
     # The pins in the same call: the project's range is resolved together with them.
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]",
                 *TORCH_PINS, external=True)
+    # rliable's metrics (reports.aggregates) need only numpy and scipy; its declared
+    # `arch < 8` cannot import with pandas 3, so it is installed without its dependencies.
+    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", RLIABLE_PIN,
+                external=True)
     STAMP.write_text(wanted)
 
 

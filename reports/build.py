@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from sslbench.bench.errors import ConfigError, UserError
 from sslbench.bench.store.names import grid_study_name, grid_study_prefix, stored_profile_key
 from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell
 from sslbench.reports import figures, planning, tables
+from sslbench.reports.aggregates import aggregates
 from sslbench.reports.markdown import FOREST_FILE, render_report
 from sslbench.reports.stats import DEFAULT_SESOI
 
@@ -129,6 +131,15 @@ def _grid(store: RunStore, name: str, profile: str) -> Grid:
                     variants=tuple(Variant(**v) for v in stored), control=stored[0]["name"])
 
 
+def reference_method(frame: pd.DataFrame, baselines: Sequence[str | None]) -> str | None:
+    """The method most of the family is compared with (the aggregates' reference)."""
+    counts = Counter(b for b in baselines if b is not None and b in set(frame["variant"]))
+    if not counts:
+        return None
+    variant = counts.most_common(1)[0][0]
+    return str(frame.loc[frame["variant"] == variant, "method"].iloc[0])
+
+
 def declared_family(grid: Grid) -> list[str]:
     """The grid's declared question: every variant it compares with a baseline, inside the
     family, whether or not the store holds runs of it."""
@@ -214,6 +225,10 @@ class ReportData:
     speed: pd.DataFrame
     failures: pd.DataFrame
     curves: pd.DataFrame
+    # Per method across tasks (reports.aggregates, rliable): None without rliable, empty
+    # with a single task; the reference method the probability of improvement is over.
+    aggregated: pd.DataFrame | None = None
+    reference_method: str | None = None
 
     @property
     def several_budgets(self) -> bool:
@@ -254,6 +269,7 @@ def gather_report(store: RunStore, grid_name: str, profile: str | None,
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
                                                  adjust=False)
     reproduced = tables.reproduction(frame, grid.references, profile, sesoi)
+    reference = reference_method(frame, [baselines[v] for v in family])
     steps = (planning.next_steps(paired, frame, sesoi, workers=WORKERS)
              if not paired.empty else None)
     return ReportData(
@@ -266,7 +282,8 @@ def gather_report(store: RunStore, grid_name: str, profile: str | None,
         steps=steps, next_step=(planning.next_step_line(steps, frame, sesoi, workers=WORKERS)
                                 if steps is not None else None),
         labels=tables.by_labels(frame), speed=tables.throughput(frame, order),
-        failures=tables.failures_frame(runs), curves=tables.curves_frame(runs))
+        failures=tables.failures_frame(runs), curves=tables.curves_frame(runs),
+        aggregated=aggregates(frame, reference), reference_method=reference)
 
 
 def write_artifacts(data: ReportData, out: Path) -> list[Path]:
@@ -279,6 +296,8 @@ def write_artifacts(data: ReportData, out: Path) -> list[Path]:
                         ("reproduction", data.reproduced), ("throughput", data.speed),
                         ("failures", data.failures), ("by_labels", data.labels)):
         table.to_csv(out / f"{name}.csv", index=name == "per_seed")
+    if data.aggregated is not None and not data.aggregated.empty:
+        data.aggregated.to_csv(out / "aggregates.csv", index=False)
     figs = [figures.accuracy_strip(data.frame, data.order, out / "accuracy.png"),
             figures.learning_curves(data.curves, data.order, out / "curves.png"),
             figures.throughput_bars(data.speed, out / "throughput.png")]
@@ -306,7 +325,7 @@ class ReportOutcome:
 REPORT_FILES = frozenset({
     "report.md", "runs.csv", "summary.csv", "per_seed.csv", "paired.csv",
     "reference_checks.csv", "reproduction.csv", "throughput.csv", "failures.csv",
-    "by_labels.csv", "accuracy.png", "curves.png", "throughput.png", "paired.png",
+    "by_labels.csv", "aggregates.csv", "accuracy.png", "curves.png", "throughput.png", "paired.png",
     "accuracy_by_labels.png"})
 
 

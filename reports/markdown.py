@@ -313,6 +313,43 @@ def _accuracy_sections(data: ReportData) -> list[str]:
         "",
         *_per_seed_section(data.seeds),
         *labels_section,
+        *_aggregate_section(data),
+    ]
+
+
+def _aggregate_section(data: ReportData) -> list[str]:
+    """Each method across the grid's tasks (rliable's IQM and probability of improvement),
+    where the grid has several tasks; one line where rliable is not installed."""
+    table = data.aggregated
+    if table is None:
+        tasks = data.frame[[c for c in ("dataset", "num_labels", "translate_px")
+                            if c in data.frame]].drop_duplicates()
+        return [] if len(tasks) < 2 else [
+            "## Aggregates across tasks", "",
+            "rliable is not installed, so the aggregates across tasks are left out: "
+            "`pip install --no-deps rliable==1.2.0` adds them (nox installs it).", ""]
+    if table.empty:
+        return []
+    shown = pd.DataFrame({
+        "method": table["method"], "tasks": table["tasks"], "runs per task":
+        table["runs_per_task"], "IQM": table["iqm"],
+        "95% CI": [_interval(lo, hi) for lo, hi in zip(table["iqm_low"], table["iqm_high"],
+                                                        strict=True)],
+        "mean": table["mean"],
+        f"P(> {data.reference_method})": table["p_improve_over_reference"]})
+    return [
+        "## Aggregates across tasks (rliable)",
+        markdown_table(shown, {"tasks": 0, "runs per task": 0,
+                               f"P(> {data.reference_method})": 2}),
+        "",
+        "Each method over all of the grid's tasks (label budgets, augmentations, datasets), as "
+        "Agarwal et al. (2021) recommend, with rliable's metrics: `IQM` the interquartile mean "
+        "of every run on every task (accuracy %, collapsed runs included at their accuracy; "
+        "the middle half counts), with a 95% stratified bootstrap interval (runs resampled "
+        "within each task, 2,000 times, seeded); `P(> reference)` the probability that a run "
+        f"of the method beats a run of `{data.reference_method}` on the same task, averaged "
+        "over tasks. `aggregates.csv` holds the table.",
+        "",
     ]
 
 

@@ -122,6 +122,17 @@ def test_label_budget_report_gives_accuracy_against_labels(budget_report):
     assert "## Accuracy against the number of labels" in markdown
     assert "labels: 20, 100" in markdown
     assert (folder / "report" / "accuracy_by_labels.png").stat().st_size > 10_000
+    from sslbench.reports.aggregates import rliable_metrics
+
+    if rliable_metrics() is not None:  # nox installs it: IQM per method over k = 20, 100
+        assert "## Aggregates across tasks (rliable)" in markdown
+        aggregated = pd.read_csv(folder / "report" / "aggregates.csv").set_index("method")
+        # mean teacher ran at k = 100 only: a method is aggregated over every task or not
+        assert set(aggregated.index) == {"supervised", "temporal_ensembling"}
+        assert set(aggregated["tasks"]) == {2} and set(aggregated["runs_per_task"]) == {2}
+        assert "P(> supervised)" in markdown
+    else:
+        assert "rliable is not installed" in markdown
 
 
 def test_fashion_methods_grid_runs_every_method_into_the_report(tmp_path, data_root,
