@@ -84,6 +84,15 @@ def _typecheck_tree() -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (docs/, mkdocs.yml), built strictly: a warning fails."""
+    _venv(session)
+    # Not --quiet: mkdocs then drops the warnings that strict mode counts.
+    _run(session, "mkdocs", "build", "--strict", "--config-file",
+         str(ROOT / "mkdocs.yml"))
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy."""
     _venv(session)

@@ -1,5 +1,6 @@
-"""The layering rule of the README's layout section, checked on every import (function-level
-imports included): a module imports only from its own layer or the layers below."""
+"""The layering rule of the documented layout (docs/layout.md), checked on every import
+(function-level imports included): a module imports only from its own layer or the layers
+below."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def layer_of(module: str) -> int:
         if folder in folders:
             return index
     raise AssertionError(f"{module} lies in folder {folder}, which is in no layer: add the "
-                         "folder to LAYERS and to the README's layout")
+                         "folder to LAYERS and to docs/layout.md")
 
 
 def test_every_module_lies_in_a_layer_folder():
@@ -112,10 +113,11 @@ def test_the_method_layer_imports_nothing_of_the_engine():
             assert all(n.startswith("methods") for n in imported(path)), module
 
 
-def test_the_readme_layout_shows_every_folder_and_module():
-    """The README's tree names each layer's folder with the layer, and every module."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_layout_shows_every_folder_and_module():
+    """The layout page's tree (docs/layout.md) names each layer's folder with the layer, and
+    every module."""
+    page = (ROOT / "docs" / "layout.md").read_text()
+    section = page.split("# Layout", 1)[1].split("\n## ", 1)[0]
     rows = [line.split() for line in section.splitlines() if line[:1] not in ("", " ")]
     shown = {row[0]: row[1] for row in rows if len(row) > 1 and row[0].endswith(("/", ".py"))}
     for name, folders in LAYERS:
