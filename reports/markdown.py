@@ -184,8 +184,10 @@ def _to_decide(steps: pd.DataFrame | None, variant: str, decision: str) -> str:
         return ""
     step = row.iloc[0]
     needed = step["seeds_needed"]
+    if not math.isfinite(float(step["sd_diff"])):
+        return "; to decide: a second paired seed first (one pair has no spread to plan from)"
     if needed is None or not math.isfinite(float(needed)):
-        return "; to decide: more seeds than the planner searches (10,000), or a spread first"
+        return "; to decide: more seeds than the planner searches (10,000)"
     add = int(step["seeds_to_add"])
     return (f"; to decide: {add} more seed{'s' if add != 1 else ''} "
             f"(about {duration(float(step['hours_to_add']) * 3600)} on 2 workers)")
@@ -228,8 +230,9 @@ def _summary_section(data: ReportData, forest: Path | None) -> list[str]:
                      f"family), largest effect first:")
         lines.append("")
         for row in data.paired.sort_values("mean_diff", ascending=False).itertuples():
+            interval = _interval(row.ci_low, row.ci_high, signed=True)
             lines.append(f"- **{row.variant}** vs {row.baseline}: {_signed(row.mean_diff)} "
-                         f"points {_interval(row.ci_low, row.ci_high, signed=True)}; "
+                         f"points{'' if interval == '–' else ' ' + interval}; "
                          f"{row.verdict}{_to_decide(data.steps, row.variant, row.decision)}"
                          f"{_mixed_code(row.code_versions)}.")
     if data.unrun:
@@ -290,7 +293,7 @@ def _accuracy_sections(data: ReportData) -> list[str]:
     """Accuracy per variant, per seed and, with several label budgets, per budget."""
     labels_section = [
         "## Accuracy against the number of labels",
-        markdown_table(data.labels.rename(columns={"num_labels": "labels", "n": "runs"}),
+        markdown_table(_labels_table(data.labels),
                        {"labels": 0, "configs": 0, "seeds": 0, "runs": 0, "collapses": 0}),
         "",
         "Mean test accuracy (%) per method and label count over the runs that did not "
@@ -315,6 +318,13 @@ def _accuracy_sections(data: ReportData) -> list[str]:
         *labels_section,
         *_aggregate_section(data),
     ]
+
+
+def _labels_table(labels: pd.DataFrame) -> pd.DataFrame:
+    shown = labels.rename(columns={"num_labels": "labels", "n": "runs"})
+    shown["95% CI"] = [_interval(lo, hi) for lo, hi in zip(labels["ci_low"], labels["ci_high"],
+                                                          strict=True)]
+    return shown.drop(columns=["ci_low", "ci_high"])
 
 
 def _aggregate_section(data: ReportData) -> list[str]:
@@ -403,8 +413,7 @@ def _next_step_section(data: ReportData) -> list[str]:
         "## Next step",
         data.next_step,
         "",
-        markdown_table(_steps_table(data.steps), {"seeds": 0, "seeds needed": 0,
-                                                  "to add": 0}),
+        markdown_table(_steps_table(data.steps), {"seeds": 0}),
         "",
         "Seeds needed for a two-sided paired t-test at alpha / m (the family's Bonferroni "
         "level, Holm's first step) to detect δ with 80% power, from the sd of the paired "
@@ -414,15 +423,25 @@ def _next_step_section(data: ReportData) -> list[str]:
     ]
 
 
+def _count(value: Any) -> str:
+    """A whole number of seeds, or – where the planner has none."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return str(int(value))
+
+
 def _steps_table(steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "comparison": [f"{v} vs {b}" for v, b in zip(steps["variant"], steps["baseline"],
                                                       strict=True)],
         "seeds": steps["n"],
-        "sd of differences": [f"{_fmt(sd)} {_interval(lo, hi)}" for sd, lo, hi in zip(
-            steps["sd_diff"], steps["sd_low"], steps["sd_high"], strict=True)],
-        "seeds needed": steps["seeds_needed"], "range": steps["seeds_needed_range"],
-        "to add": steps["seeds_to_add"],
+        "sd of differences": [f"{_fmt(sd)} {_interval(lo, hi)}" if math.isfinite(sd) else "–"
+                              for sd, lo, hi in zip(steps["sd_diff"].astype(float),
+                                                    steps["sd_low"], steps["sd_high"],
+                                                    strict=True)],
+        "seeds needed": [_count(v) for v in steps["seeds_needed"]],
+        "range": [r if "None" not in str(r) else "–" for r in steps["seeds_needed_range"]],
+        "to add": [_count(v) for v in steps["seeds_to_add"]],
         "time": [duration(h * 3600) if math.isfinite(h) else "–"
                  for h in steps["hours_to_add"].astype(float)]})
 
