@@ -138,7 +138,7 @@ def test_a_busy_sqlite_file_is_waited_out_and_other_errors_are_not(tmp_path):
     from optuna.storages import RDBStorage
     from optuna.study import StudyDirection
 
-    from sslbench.bench.store.runstore import is_busy, when_not_busy
+    from sslbench.bench.store.runstore import is_busy, with_store_retries
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0}})
@@ -154,7 +154,7 @@ def test_a_busy_sqlite_file_is_waited_out_and_other_errors_are_not(tmp_path):
     assert is_busy(refused.value)
     threading.Timer(0.4, lambda: holder.execute("COMMIT")).start()
     started = time.monotonic()
-    study_id = when_not_busy(create)  # refused while the lock is held, then made
+    study_id = with_store_retries(create)  # refused while the lock is held, then made
     assert time.monotonic() - started >= 0.3
     assert storage.get_study_name_from_id(study_id) == "waited"
 
@@ -165,5 +165,5 @@ def test_a_busy_sqlite_file_is_waited_out_and_other_errors_are_not(tmp_path):
         return create()
 
     with pytest.raises(optuna.exceptions.DuplicatedStudyError):
-        when_not_busy(duplicate)
+        with_store_retries(duplicate)
     assert len(calls) == 1  # not a busy file: no second try

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sslbench.bench.errors import StoreError
-from sslbench.bench.store.journal import is_operation
+from sslbench.bench.store.journal import is_operation, whole_lines
 from sslbench.bench.store.runstore import RunStore, latest_by_cell
 
 
@@ -34,7 +34,7 @@ class Health:
 
 def _journal_lines(path: Path, health: Health) -> None:
     data = path.read_bytes()
-    whole = data[:data.rfind(b"\n") + 1]
+    whole = whole_lines(data)
     bad = [i for i, line in enumerate(whole.splitlines(keepends=True), start=1)
            if not is_operation(line)]
     total = whole.count(b"\n")
@@ -96,7 +96,7 @@ def repaired_copy(url: str, out: Path) -> int:
     if out.resolve() == source.resolve():
         raise StoreError("--repair-to must be a new file, never the store itself")
     data = source.read_bytes()
-    kept = [line for line in data[:data.rfind(b"\n") + 1].splitlines(keepends=True)
+    kept = [line for line in whole_lines(data).splitlines(keepends=True)
             if is_operation(line)]
     partial = out.with_name(out.name + ".part")
     partial.write_bytes(b"".join(kept))

@@ -32,6 +32,12 @@ from sslbench.bench.messages import say
 CHUNK = 1 << 16  # bytes read back at a time while looking for the last whole line
 
 
+def whole_lines(data: bytes) -> bytes:
+    """A journal's bytes up to and including its last newline: a torn tail (a writer that
+    died mid-line) dropped. Every reader and copier of a journal cuts it here."""
+    return data[:data.rfind(b"\n") + 1]
+
+
 def is_operation(line: bytes) -> bool:
     """A journal line Optuna can replay: a JSON object with an op_code."""
     try:

@@ -41,7 +41,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from sslbench.bench.store.names import claim_prefix
-from sslbench.bench.store.runstore import CellRun, RunStore, host_name, when_not_busy, writing
+from sslbench.bench.store.runstore import CellRun, RunStore, host_name, with_store_retries, writing
 
 # Heartbeats of running cells and trials: written every HEARTBEAT_S seconds; an owner
 # silent for longer than the grace period is taken for dead and its work is retried.
@@ -89,11 +89,11 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
     attempts = _attempts(store, study_id, cell, run_id)
     if any(r.state in ("COMPLETE", "RUNNING") for r in attempts):
         return None
-    study_name = when_not_busy(lambda: store.storage.get_study_name_from_id(study_id))
+    study_name = with_store_retries(lambda: store.storage.get_study_name_from_id(study_id))
     name = f"{claim_prefix(study_name)}{cell}:{run_id}:" \
            f"{len(attempts)}"
     try:
-        claim_id = when_not_busy(
+        claim_id = with_store_retries(
             lambda: store.storage.create_new_study([StudyDirection.MAXIMIZE], name))
     except optuna.exceptions.DuplicatedStudyError:
         return None
@@ -108,13 +108,13 @@ def _claim_cell(store: RunStore, study_id: int, cell: str, variant: str, seed: i
                                datetime_start=dt.datetime.now(), datetime_complete=None,
                                params={}, distributions={}, user_attrs=attrs,
                                system_attrs={}, intermediate_values={}, trial_id=0)
-        return when_not_busy(
+        return with_store_retries(
             lambda: store.storage.create_new_trial(study_id, template_trial=template))
     finally:
         # It has done its job. Deleting is tidiness, not safety: should it still fail, a
         # claim whose attempt exists is removed later by tidy_claims.
         with contextlib.suppress(Exception):
-            when_not_busy(lambda: store.storage.delete_study(claim_id))
+            with_store_retries(lambda: store.storage.delete_study(claim_id))
 
 
 def _attempts(store: RunStore, study_id: int, cell: str, run_id: str) -> list[CellRun]:

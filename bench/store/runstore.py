@@ -139,7 +139,7 @@ def is_connection_lost(error: BaseException) -> bool:
         and any(text in str(cause).lower() for text in CONNECTION_LOST)
 
 
-def when_not_busy(call: Callable[[], T]) -> T:
+def with_store_retries(call: Callable[[], T]) -> T:
     """Run one store call, again after a short wait while SQLite says the file is busy, and
     with backoff while the store's server is unreachable, up to the store grace.
 
@@ -225,23 +225,23 @@ class RunStore:
             study_id = self.storage.get_study_id_from_name(name)
         except KeyError:
             try:
-                study_id = when_not_busy(
+                study_id = with_store_retries(
                     lambda: self.storage.create_new_study([StudyDirection.MAXIMIZE], name))
             except optuna.exceptions.DuplicatedStudyError:
                 study_id = self.storage.get_study_id_from_name(name)
             for key, value in (attrs or {}).items():
-                when_not_busy(functools.partial(self.storage.set_study_user_attr, study_id,
+                with_store_retries(functools.partial(self.storage.set_study_user_attr, study_id,
                                                 key, value))
         return study_id
 
     def find_study(self, name: str) -> int | None:
         try:
-            return when_not_busy(lambda: self.storage.get_study_id_from_name(name))
+            return with_store_retries(lambda: self.storage.get_study_id_from_name(name))
         except KeyError:
             return None
 
     def study_names(self) -> list[str]:
-        return [s.study_name for s in when_not_busy(self.storage.get_all_studies)]
+        return [s.study_name for s in with_store_retries(self.storage.get_all_studies)]
 
     def ask_for_cells(self, study_id: int, cells: list[str]) -> None:
         """Add `cells` to those the grid's study was ever asked to run (what `sslbench
@@ -252,13 +252,13 @@ class RunStore:
         if not set(cells) <= asked:
             value = sorted(asked | set(cells))
             with writing(self.url, "recording the cells asked for"):
-                when_not_busy(lambda: self.storage.set_study_user_attr(study_id, ASKED_ATTR,
+                with_store_retries(lambda: self.storage.set_study_user_attr(study_id, ASKED_ATTR,
                                                                        value))
 
     def asked_cells(self, study_id: int) -> set[str] | None:
         """The cells a grid's study was asked to run, None where its store predates the
         record (older stores keep only the cells attempted)."""
-        attrs = when_not_busy(lambda: self.storage.get_study_user_attrs(study_id))
+        attrs = with_store_retries(lambda: self.storage.get_study_user_attrs(study_id))
         value = attrs.get(ASKED_ATTR)
         if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
             return None
@@ -267,7 +267,7 @@ class RunStore:
     # -- cells (bench.queue claims, reaps and settles them) ---------------------------
     def beat(self, trial_id: int) -> None:
         """A sign of life for a running cell or trial."""
-        when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "heartbeat",
+        with_store_retries(lambda: self.storage.set_trial_user_attr(trial_id, "heartbeat",
                                                                time.time()))
 
     def finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
@@ -278,8 +278,8 @@ class RunStore:
 
     def _finish_cell(self, trial_id: int, record: dict[str, Any]) -> bool:
         try:
-            when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "record", record))
-            when_not_busy(lambda: self.storage.set_trial_state_values(
+            with_store_retries(lambda: self.storage.set_trial_user_attr(trial_id, "record", record))
+            with_store_retries(lambda: self.storage.set_trial_state_values(
                 trial_id, TrialState.COMPLETE, [record["metrics"]["final_test_accuracy"]]))
         except UpdateFinishedTrialError:
             return False
@@ -293,11 +293,11 @@ class RunStore:
 
     def _fail_cell(self, trial_id: int, reason: str, kind: str) -> bool:
         try:
-            when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "failure",
+            with_store_retries(lambda: self.storage.set_trial_user_attr(trial_id, "failure",
                                                                    reason[-4000:]))
-            when_not_busy(lambda: self.storage.set_trial_user_attr(trial_id, "failure_kind",
+            with_store_retries(lambda: self.storage.set_trial_user_attr(trial_id, "failure_kind",
                                                                    kind))
-            when_not_busy(lambda: self.storage.set_trial_state_values(trial_id,
+            with_store_retries(lambda: self.storage.set_trial_state_values(trial_id,
                                                                       TrialState.FAIL))
         except UpdateFinishedTrialError:
             return False
@@ -305,7 +305,8 @@ class RunStore:
 
     def cell_runs(self, study_id: int) -> list[CellRun]:
         try:
-            trials = when_not_busy(lambda: self.storage.get_all_trials(study_id, deepcopy=False))
+            trials = with_store_retries(
+                lambda: self.storage.get_all_trials(study_id, deepcopy=False))
         except ValueError:  # an attribute that is not JSON (a damaged row): trial by trial
             if not isinstance(self.storage, RDBStorage):
                 raise

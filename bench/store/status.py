@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sslbench.bench.store.names import SEARCH_PREFIX, grid_study_parts, is_grid_study
 from sslbench.bench.store.queue import DEFAULT_GRACE_S, RETRIED_FAILURES
-from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell, when_not_busy
+from sslbench.bench.store.runstore import CellRun, RunStore, latest_by_cell, with_store_retries
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def grid_lines(status: GridStatus, now: float) -> list[str]:
 
 def search_lines(store: RunStore, study_name: str) -> list[str]:
     study_id = store.storage.get_study_id_from_name(study_name)
-    trials = when_not_busy(lambda: store.storage.get_all_trials(study_id, deepcopy=False))
+    trials = with_store_retries(lambda: store.storage.get_all_trials(study_id, deepcopy=False))
     states = Counter(t.state.name.lower() for t in trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials"
     return [f"{study_name.removeprefix(SEARCH_PREFIX)} (search): {counts}"]

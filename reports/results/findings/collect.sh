@@ -19,12 +19,13 @@ PAPER=reports/results/mnist100-paper
 "$PY" - "$FROM" "$QUICK" "$PAPER" <<'PYEOF'
 import shutil, sqlite3, sys
 from pathlib import Path
+from sslbench.bench.store.journal import whole_lines
 source, quick, paper = (Path(a) for a in sys.argv[1:])
 with sqlite3.connect(source / "quick.db") as src, sqlite3.connect(quick / "store.db.new") as dst:
     src.backup(dst)
 (quick / "store.db.new").replace(quick / "store.db")
 data = (source / "paper.log").read_bytes()
-(paper / "runs.log.new").write_bytes(data[:data.rfind(b"\n") + 1])
+(paper / "runs.log.new").write_bytes(whole_lines(data))
 (paper / "runs.log.new").replace(paper / "runs.log")
 for store, folder in ((source / "quick.db.checkpoints", quick / "checkpoints"),
                       (source / "paper.checkpoints", paper / "checkpoints")):
