@@ -477,8 +477,10 @@ def _comparison_sections(data: ReportData) -> list[str]:
         "",
         *_mixed_code_lines(data.references),
         "Each reference check (a baseline against the control, say) is tested alone at "
-        "alpha, outside the family. " + PAIRED_NOTE.format(sesoi=data.sesoi,
-                                                          csv="reference_checks.csv", holm=""),
+        "alpha, outside the family; " + (
+            "its columns read as the question's above (`p` not adjusted), and "
+            "`reference_checks.csv` holds them all." if not data.paired.empty
+            else PAIRED_NOTE.format(sesoi=data.sesoi, csv="reference_checks.csv", holm="")),
         "",
     ]
 

@@ -62,3 +62,15 @@ def test_a_results_readme_quotes_only_its_reports_numbers(folder):
     stale = [n for n in NUMBER.findall(readme.read_text())
              if n not in allowed and not held(n, text, values)]
     assert stale == [], f"{folder}/README.md quotes numbers its report does not hold: {stale}"
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in RESULTS.glob("*/report.md")))
+def test_a_committed_report_opens_with_its_summary_and_keeps_tables_narrow(folder):
+    """Rebuilt from its store, a committed report reads in a minute: the summary under the
+    title (with the forest plot where there are comparisons), no table over 8 columns."""
+    text = (RESULTS / folder / "report.md").read_text()
+    assert text.split("\n")[2] == "## Summary", text[:200]
+    widths = [line.count("|") - 1 for line in text.splitlines() if line.startswith("|")]
+    assert max(widths) <= 8, f"{folder}: a table of {max(widths)} columns"
+    if "vs " in text.split("## Protocol")[0]:
+        assert "![Paired differences" in text.split("## Protocol")[0]
