@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -181,6 +182,37 @@ def comparisons(grid: Grid, runs: Sequence[CellRun], order: Sequence[str]
 WORKERS = 2  # the workers a report's next step plans for
 
 
+def apply_stopping_rule(paired: pd.DataFrame, rule: dict[str, Any]) -> pd.DataFrame:
+    """The family's verdicts of a grid run with `ablate --until-decided`: the stopping
+    rule's, never the fixed-seed tests'. Seeds added in rounds while looking at the answer
+    make a fixed-n test's level invalid (optional stopping); only the rule's alpha-spending
+    looks keep it. A decided comparison says the look that decided it; an open one says so,
+    with the looks judged and the budget, whatever a fixed test on its seeds would say."""
+    stored = {c["variant"]: c for c in rule.get("comparisons", [])}
+    looks_done = rule.get("looks_done")
+    finished = rule.get("finished", True)  # stores from before looks were saved: at the end
+    result = paired.copy()
+    for index, row in result.iterrows():
+        comparison = stored.get(row["variant"])
+        if comparison is None:
+            continue
+        if comparison["decision"] != "open":
+            result.loc[index, "decision"] = comparison["decision"]
+            result.loc[index, "verdict"] = (
+                f"{comparison['decision']} by the stopping rule at round {comparison['round']}"
+                f" ({comparison['seeds']} seeds)")
+            continue
+        where = ("its budget of " if finished else "after ") + (
+            f"{rule['max_seeds']} seeds spent" if finished else
+            f"{looks_done} of {rule.get('looks', '?')} looks (budget {rule['max_seeds']} "
+            f"seeds)")
+        result.loc[index, "decision"] = "inconclusive"
+        result.loc[index, "verdict"] = (
+            f"open under the stopping rule, {where}: no verdict yet; a fixed test on its "
+            f"{int(row['n'])} seeds is not valid after looking at them in rounds")
+    return result
+
+
 def _until_decided(store: RunStore, grid_name: str, profile: str) -> dict | None:
     """The stopping rule and rounds the grid stored when it ran `ablate --until-decided`."""
     study_id = store.find_study(grid_study_name(grid_name, profile))
@@ -266,6 +298,9 @@ def gather_report(store: RunStore, grid_name: str, profile: str | None,
     paired = tables.paired_against_baselines(frame, order, baselines, family, sesoi,
                                              declared=declared)
     unrun = [v for v in declared if v not in set(paired["variant"])]
+    rule = _until_decided(store, grid_name, profile)
+    if rule is not None:
+        paired = apply_stopping_rule(paired, rule)
     references = tables.paired_against_baselines(frame, order, baselines, checks, sesoi,
                                                  adjust=False)
     reproduced = tables.reproduction(frame, grid.references, profile, sesoi)
@@ -275,7 +310,7 @@ def gather_report(store: RunStore, grid_name: str, profile: str | None,
     return ReportData(
         grid_name=grid_name, profile=profile, grid=grid, metric=metric, sesoi=sesoi,
         preamble=tuple(preamble), runs=runs,
-        until_decided=_until_decided(store, grid_name, profile), frame=frame, order=order,
+        until_decided=rule, frame=frame, order=order,
         undefined=undefined, summary=summary, seeds=seeds, baselines=baselines, family=family,
         unrun=unrun,
         checks=checks, paired=paired, references=references, reproduced=reproduced,

@@ -167,9 +167,13 @@ def _stopping_section(stored: dict | None) -> list[str]:
              f"{stored['alpha']}, δ = {stored['sesoi']:g} points; see reports/sequential.py). "
              f"{GUARANTEE}",
              "", "| comparison | decision | stopped at round | seeds |", "|---|---|---|---|"]
+    if not stored.get("finished", True):
+        lines[2] += (f" In progress: {stored.get('looks_done', 0)} of {stored.get('looks', '?')}"
+                     f" looks judged so far; the open comparisons' verdicts wait for the rule.")
     for c in stored["comparisons"]:
-        where = (str(c["round"]), str(c["seeds"])) if c["round"] else ("budget spent",
-                                                                      str(stored["max_seeds"]))
+        open_where = ("budget spent", str(stored["max_seeds"])) if stored.get("finished", True) \
+            else (f"open after look {stored.get('looks_done', 0)}", "–")
+        where = (str(c["round"]), str(c["seeds"])) if c["round"] else open_where
         lines.append(f"| {c['variant']} vs {c['baseline']} | {c['decision']} | {where[0]} "
                      f"| {where[1]} |")
     return [*lines, ""]
@@ -203,6 +207,23 @@ def _mixed_code(versions: Any) -> str:
     return f"; **mixes {len(found)} code versions**" if len(found) > 1 else ""
 
 
+def _decide_by(data: ReportData, variant: str, decision: str) -> str:
+    return _next_look(data, decision) or _to_decide(data.steps, variant, decision)
+
+
+def _next_look(data: ReportData, decision: str) -> str:
+    """What would decide an open comparison: the stopping rule's next look where the grid
+    runs under it (a fixed-seed plan would not keep its level), else the planner's seeds."""
+    rule = data.until_decided
+    if rule is None:
+        return ""
+    if decision != "inconclusive":
+        return ""
+    if rule.get("finished", True):
+        return "; to decide: a new budget, as a new grid (the rule's budget is spent)"
+    return "; to decide: the rule's next look (run the same `ablate --until-decided` again)"
+
+
 def _mixed_code_lines(table: pd.DataFrame) -> list[str]:
     """Under a comparisons table: the comparisons whose pairs mix code versions, named."""
     if "code_versions" not in table:
@@ -233,7 +254,7 @@ def _summary_section(data: ReportData, forest: Path | None) -> list[str]:
             interval = _interval(row.ci_low, row.ci_high, signed=True)
             lines.append(f"- **{row.variant}** vs {row.baseline}: {_signed(row.mean_diff)} "
                          f"points{'' if interval == '–' else ' ' + interval}; "
-                         f"{row.verdict}{_to_decide(data.steps, row.variant, row.decision)}"
+                         f"{row.verdict}{_decide_by(data, row.variant, row.decision)}"
                          f"{_mixed_code(row.code_versions)}.")
     if data.unrun:
         lines.append(f"- not run yet: {', '.join(data.unrun)}")

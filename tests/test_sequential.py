@@ -185,3 +185,28 @@ def test_until_decided_stops_a_decided_variant_and_feeds_the_open_one(tmp_path, 
     assert (f"| slow_lr vs control | worse | {decided['slow_lr'].round} | "
             f"{decided['slow_lr'].seeds} |") in report
     assert "| noise_016 vs control | open | budget spent | 8 |" in report
+
+
+def test_a_grid_under_the_rule_reports_the_rules_verdicts_never_a_fixed_seed_test():
+    """Seeds looked at in rounds: a fixed 6-seed test that says "worse" is not a verdict
+    while the rule's looks have decided nothing; a comparison the rule decided says where."""
+    import pandas as pd
+
+    from sslbench.reports.build import apply_stopping_rule
+
+    paired = pd.DataFrame({"variant": ["pixelwise", "ramp_slow"], "n": [6, 6],
+                           "verdict": ["worse (p_holm=0.014, n=6)", "equivalent ..."],
+                           "decision": ["worse", "equivalent"]})
+    rule = {"max_seeds": 27, "looks_done": 2, "looks": 9, "finished": False,
+            "comparisons": [{"variant": "pixelwise", "decision": "open", "round": None,
+                             "seeds": None},
+                            {"variant": "ramp_slow", "decision": "equivalent", "round": 2,
+                             "seeds": 6}]}
+    shown = apply_stopping_rule(paired, rule).set_index("variant")
+    assert shown.loc["pixelwise", "decision"] == "inconclusive"
+    assert shown.loc["pixelwise", "verdict"].startswith(
+        "open under the stopping rule, after 2 of 9 looks (budget 27 seeds)")
+    assert shown.loc["ramp_slow", "verdict"] == "equivalent by the stopping rule at round 2 " \
+        "(6 seeds)"
+    spent = apply_stopping_rule(paired, {**rule, "finished": True}).set_index("variant")
+    assert "its budget of 27 seeds spent" in spent.loc["pixelwise", "verdict"]

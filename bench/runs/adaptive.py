@@ -94,6 +94,14 @@ def run_until_decided(grid: Grid, settings: GridSettings, *, store: RunStore, ma
     (None: the grid's whole family)."""
     comparisons = family_comparisons(grid, settings.variants)
     outcome = AdaptiveOutcome(comparisons, sequential.looks(max_seeds, round_size))
+    # The rule is on the store from the start and after every look, so a report of a grid
+    # stopped mid-way states the rule's decisions, never a fixed-seed verdict on seeds that
+    # were looked at in rounds (reports.build.apply_stopping_rule).
+    def save(done: int, finished: bool) -> None:
+        save_decisions(store, grid.name, settings.profile, outcome, sesoi, round_size,
+                       max_seeds, done, finished)
+
+    looks_done = 0
     for look in outcome.looks:
         still = outcome.open()
         if not still:
@@ -104,6 +112,8 @@ def run_until_decided(grid: Grid, settings: GridSettings, *, store: RunStore, ma
             f"comparisons)")
         ran = run_grid(grid, settings.with_seeds(range(look.seeds)).with_variants(needed),
                        store=store, log=log)
+        if look.round == 1:  # the grid's study exists now
+            save(0, False)
         outcome.cells_run += len(ran.finished)
         outcome.failed += ran.failed
         if ran.stopped:
@@ -111,23 +121,28 @@ def run_until_decided(grid: Grid, settings: GridSettings, *, store: RunStore, ma
             return outcome
         frame = tables.runs_frame(load_runs(store, grid.name, settings.profile), metric)
         judge(comparisons, frame, look, sesoi)
+        looks_done = look.round
+        save(looks_done, False)
         for comparison in still:
             if comparison.decision != "open":
                 log(f"{comparison.variant} vs {comparison.baseline}: {comparison.decision} "
                     f"at round {look.round} ({look.seeds} seeds); no more seeds for it")
-    save_decisions(store, grid.name, settings.profile, outcome, sesoi, round_size, max_seeds)
+    save(looks_done, True)
     return outcome
 
 
 def save_decisions(store: RunStore, grid_name: str, profile: str, outcome: AdaptiveOutcome,
-                   sesoi: float, round_size: int, max_seeds: int) -> None:
-    """The rule and each comparison's stopping round, on the grid's study: the report
-    states them (reports.build)."""
+                   sesoi: float, round_size: int, max_seeds: int, looks_done: int,
+                   finished: bool) -> None:
+    """The rule, the looks judged so far and each comparison's decision and stopping round,
+    on the grid's study: the report states them (reports.build). `finished`: every look
+    that could run has run (the rounds ended, decided or with the budget spent)."""
     study_id = store.find_study(grid_study_name(grid_name, profile))
     assert study_id is not None, "run_grid made it"
     store.storage.set_study_user_attr(study_id, "until_decided", {
         "rule": sequential.RULE, "sesoi": sesoi, "round": round_size,
-        "max_seeds": max_seeds, "alpha": sequential.ALPHA,
+        "max_seeds": max_seeds, "alpha": sequential.ALPHA, "looks_done": looks_done,
+        "looks": len(outcome.looks), "finished": finished,
         "comparisons": [{"variant": c.variant, "baseline": c.baseline,
                          "decision": c.decision, "round": c.round, "seeds": c.seeds}
                         for c in outcome.comparisons]})
