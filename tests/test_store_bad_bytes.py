@@ -252,8 +252,9 @@ def test_a_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert "δ = 2 points" in (out / "report.md").read_text()
     assert not (out / "accuracy_by_labels.png").exists()  # stale: this build has no such figure
     assert (out / "README.md").read_text() == "the user's notes"
+    # a single-task grid writes no by-labels figure and no aggregates across tasks
     assert {p.name for p in out.iterdir()} == {"README.md"} | {
-        n for n in build.REPORT_FILES if n != "accuracy_by_labels.png"}
+        n for n in build.REPORT_FILES if n not in ("accuracy_by_labels.png", "aggregates.csv")}
 
 
 def test_store_check_names_the_damage_and_writes_a_repaired_copy(tmp_path, journal):
