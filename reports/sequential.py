@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from sslbench.reports.stats import ALPHA, POWER, paired_rate_p
+from sslbench.reports.stats import ALPHA, POWER, paired_rate_p, paired_t_power
 
 DECIDED = ("better", "worse", "equivalent")
 
@@ -157,15 +157,12 @@ def stated_power(sd: float, delta: float, max_seeds: int, round_size: int,
 def final_look_power(sd: float, delta: float, max_seeds: int, round_size: int,
                      family_size: int = 1, alpha: float = ALPHA) -> float:
     """A lower bound on the rule's power to call a true effect of `delta` better: the power
-    of its last look alone (two-sided paired t at that look's level, noncentral t)."""
-    from statsmodels.stats.power import TTestPower
-
+    of its last look alone (two-sided paired t at that look's level, the exact noncentral t
+    of reports.stats.paired_t_power)."""
     last = looks(max_seeds, round_size, alpha)[-1]
     if not (math.isfinite(sd) and sd > 0):
         return math.nan
-    level = last.spent / max(1, family_size) / 2
-    return float(TTestPower().power(effect_size=delta / sd, nobs=max_seeds, alpha=level,
-                                    alternative="two-sided"))
+    return paired_t_power(delta / sd, max_seeds, last.spent / max(1, family_size) / 2)
 
 
 def seeds_for_power(sd: float, delta: float, round_size: int, family_size: int = 1,
