@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reports", ("reports",)),           # statistics, tables, figures, markdown: reads stores
     ("runs", ("bench.runs",)),           # many runs: runner, pool, searches, --until-decided
     ("measure", ("bench.measure", "bench.measure.gpucheck")),  # bench, roofline, GPU check
+    ("cluster", ("bench.cluster",)),     # job arrays of runners through submitit (Slurm)
     ("tools", ("bench.cli", "bench.api")),  # the command and the public API
 ]
 PACKAGES = ("methods", "bench", "ablations", "reports")

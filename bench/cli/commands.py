@@ -151,6 +151,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.until_decided and not (2 <= args.round <= args.max_seeds):
         raise UserError(f"--until-decided needs 2 <= --round <= --max-seeds, got --round "
                         f"{args.round} and --max-seeds {args.max_seeds}")
+    if args.until_decided and args.launcher != "here":
+        raise UserError(f"--until-decided looks at the results between its rounds, here; "
+                        f"with --launcher {args.launcher}, submit a round with --seeds, then "
+                        f"`sslbench report` (or drop --launcher)")
     if args.until_decided and args.settings:
         raise UserError("--until-decided keeps its decisions on the grid's own cells; drop "
                         "--settings or use another --storage")
@@ -171,6 +175,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                        settings.overrides)
     for dataset in sorted({cell.config.data.dataset for cell in cells}):
         verify(settings.data_root, get_dataset(dataset))
+    if args.launcher != "here":
+        return _launch_grid(args, grid, settings)
     store = RunStore(args.storage)
     if args.until_decided:
         return _until_decided(args, grid, settings, store)
@@ -181,6 +187,44 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if outcome.stopped:
         return stopped()
     return 1 if outcome.failed else 0
+
+
+def cluster_options(args: argparse.Namespace) -> Any:
+    """The command's cluster flags, checked (bench.cluster.launch.ClusterOptions)."""
+    from sslbench.bench.cluster.launch import ClusterOptions, parse_extra, time_minutes
+
+    if args.time is not None:
+        time_minutes(args.time)  # a bad form is refused before anything is opened
+    return ClusterOptions(
+        launcher=args.launcher, jobs=args.jobs, partition=args.partition,
+        gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, time=args.time,
+        mem=args.mem, account=args.account, qos=args.qos,
+        extra=parse_extra(args.slurm_extra),
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+        wait=args.wait or args.launcher == "local")
+
+
+def _launch_grid(args: argparse.Namespace, grid: Grid, settings: GridSettings) -> int:
+    """`ablate --launcher slurm|local`: submit the grid's tasks; with --wait, follow them."""
+    from sslbench.bench.cluster.grid import launch_grid
+
+    options = cluster_options(args)
+    try:
+        launched = launch_grid(grid, settings, args.storage, options, log=say)
+    except KeyboardInterrupt:
+        print("stopped following: the submitted tasks go on (`sslbench status` shows them)",
+              file=sys.stderr)
+        return 130
+    followed = launched.followed
+    if followed is None:
+        return 0
+    line = (f"{args.grid}/{args.profile}: {launched.already_done} already finished, "
+            f"{len(followed.finished)} run now, {len(followed.failed)} failed")
+    if followed.open:
+        line += (f", {len(followed.open)} not finished when the tasks ended (run the same "
+                 f"command again: they resume from their checkpoints)")
+    print(f"{line} ({launched.total} cells)")
+    return 1 if followed.failed or followed.open else 0
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -257,6 +301,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     # The training files only: a search never reads the test set.
     verify(_data_root(args), get_dataset(settings.overrides.get("data.dataset", "mnist")),
            test=False)
+    if args.launcher != "here":
+        from sslbench.bench.cluster.search import launch_search
+
+        try:
+            launch_search(settings, args.storage, cluster_options(args), device=args.device,
+                          data_root=_data_root(args), threads=args.threads, log=say)
+        except KeyboardInterrupt:
+            print("stopped following: the submitted tasks go on (`sslbench status` shows "
+                  "them)", file=sys.stderr)
+            return 130
+        return 0
     study = run_search(settings, args.storage, workers=workers, device=args.device,
                        data_root=_data_root(args), threads=args.threads, log=say)
     print("\n".join(summary_lines(study)))

@@ -177,3 +177,38 @@ def debug_flag(parser: argparse.ArgumentParser) -> None:
     """`--debug` after the subcommand too; SUPPRESS keeps the top-level value when absent."""
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
+
+
+def cluster_flags(parser: argparse.ArgumentParser, unit: str, default_jobs: str) -> None:
+    """`--launcher` and what it asks of the scheduler (bench.cluster); `unit` is what one
+    task runs (cells, trials), `default_jobs` the tasks when --jobs is not given."""
+    group = parser.add_argument_group(
+        "cluster", "run as a job array through submitit: a Slurm cluster (the store must be "
+                   "PostgreSQL or a journal file every node mounts) or this machine's "
+                   "processes (local); see the README's \"On a Slurm cluster\"")
+    group.add_argument("--launcher", choices=("here", "slurm", "local"), default="here",
+                       help="here: in this process (default); slurm: sbatch a job array; "
+                            "local: the same tasks as processes on this machine")
+    group.add_argument("--jobs", type=at_least(1, "tasks in the array"), default=None,
+                       help=f"tasks in the job array, each running {unit} one after another "
+                            f"(default: {default_jobs})")
+    group.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    group.add_argument("--gpus-per-job", type=at_least(0), default=0, metavar="N",
+                       help="GPUs per task (default 0; with GPUs, a task trains one stack "
+                            "of seeds at a time)")
+    group.add_argument("--cpus-per-job", type=at_least(1), default=1, metavar="N",
+                       help="CPUs per task, its threads (default 1)")
+    group.add_argument("--time", help="time limit per task, in Slurm's forms (90, 1:30:00, "
+                                      "2-12; default: twice the expected share of a task)")
+    group.add_argument("--mem", help="memory per task, as sbatch --mem (16G; default: the "
+                                     "partition's)")
+    group.add_argument("--account", help="Slurm account")
+    group.add_argument("--qos", help="Slurm quality of service")
+    group.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. constraint=a100 (repeatable)")
+    group.add_argument("--log-dir", metavar="DIR",
+                       help="where each task's log goes (default: beside a journal store, "
+                            "else ./sslbench-jobs)")
+    group.add_argument("--wait", action="store_true",
+                       help="follow the tasks from the store until they end (the local "
+                            "launcher always waits: its tasks are this machine's processes)")

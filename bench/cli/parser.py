@@ -12,6 +12,7 @@ from sslbench.bench.cli.flags import (
     MAX_SEEDS,
     Parser,
     at_least,
+    cluster_flags,
     data_root_flag,
     debug_flag,
     grace_flag,
@@ -155,6 +156,7 @@ class Builder:
         self._ablate_storage(ablate)
         self._ablate_rounds(ablate, default_sesoi)
         training_flags(ablate)
+        cluster_flags(ablate, "cells", "one per job of the grid, never more")
         ablate.set_defaults(func=run_command.cmd_ablate)
 
     @staticmethod
@@ -222,6 +224,7 @@ class Builder:
         search.add_argument("--out", help="report folder of --finalize (default "
                                           "report/search-SPACE-PROFILE)")
         training_flags(search)
+        cluster_flags(search, "trials", "one per trial, at most 4")
         search.set_defaults(func=run_command.cmd_search)
 
     def report(self, default_sesoi: float) -> None:
