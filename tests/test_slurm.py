@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import pytest
 from sslbench.bench.store.names import grid_study_name
 from sslbench.bench.store.runstore import CellRun, RunStore
 
+ROOT = Path(__file__).resolve().parent.parent
 SLURM_CONF = os.environ.get("SSLBENCH_TEST_SLURM", "")
 pytestmark = pytest.mark.skipif(not SLURM_CONF, reason=(
     "no Slurm: run `export SSLBENCH_TEST_SLURM=$(.ci/slurm start)` (`.ci/slurm stop` after)"))
@@ -80,14 +82,24 @@ def report_tables(url: str, out: Path) -> dict[str, pd.DataFrame]:
             for name in ("per_seed", "summary", "paired")}
 
 
-def test_a_grid_through_slurm_runs_each_cell_once_and_reports_as_a_local_run(tmp_path):
-    cluster = "journal:///runs.log"  # relative: made absolute before submission
-    done = sslbench(*SMOKE, "--variants", "control", "pixelwise", "--seeds", "2",
-                    "--storage", cluster, "--launcher", "slurm", "--jobs", "2", "--wait",
-                    cwd=tmp_path)
+def readme_commands(shared: Path) -> list[list[str]]:
+    """The README's "On a Slurm cluster" commands, its shared folder replaced by `shared`."""
+    text = (ROOT / "README.md").read_text().split("## On a Slurm cluster", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    block = block.replace("/shared/sslbench", str(shared))
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert all(c[0] == "sslbench" for c in commands), commands
+    return [c[1:] for c in commands]
+
+
+def test_the_readme_grid_through_slurm_runs_each_cell_once_and_reports_as_a_local_run(
+        tmp_path):
+    ablate, status, report = readme_commands(tmp_path)
+    assert ablate[:1] == ["ablate"] and "--launcher" in ablate and "--wait" in ablate
+    done = sslbench(*ablate, "--threads", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     url = f"journal:///{tmp_path / 'runs.log'}"
-    assert f"store {url}" in done.stderr  # the absolute path the tasks opened
+    assert f"store {url}" in done.stderr
     job = array_id(done.stderr)
     assert "with 2 task(s)" in done.stderr
     assert "4 run now, 0 failed (4 cells)" in done.stdout
@@ -101,6 +113,11 @@ def test_a_grid_through_slurm_runs_each_cell_once_and_reports_as_a_local_run(tmp
     logs = sorted((tmp_path / "runs.log.jobs").glob(f"{job}_*_0_log.err"))
     assert len(logs) == 2
     assert all("task ends:" in log.read_text() for log in logs)
+    shown = sslbench(*status, cwd=tmp_path)
+    assert "mnist100/smoke: 4 cells asked for: 4 finished, 0 running, 0 left to run" \
+        in shown.stdout, shown.stdout
+    assert sslbench(*report, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "report" / "smoke" / "report.md").exists()
 
     local = f"sqlite:///{tmp_path / 'local.db'}"
     here = sslbench(*SMOKE, "--variants", "control", "pixelwise", "--seeds", "2",

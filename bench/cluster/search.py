@@ -22,7 +22,12 @@ from sslbench.bench.cluster.launch import (
 )
 from sslbench.bench.cluster.shared import shared_folder, shared_store_url
 from sslbench.bench.messages import Log, say
-from sslbench.bench.runs.search import SearchSettings, check_settings
+from sslbench.bench.runs.search import (
+    SearchSettings,
+    check_settings,
+    open_study,
+    refuse_unsafe_sqlite,
+)
 from sslbench.bench.store.names import SEARCH_PREFIX
 from sslbench.bench.store.runstore import RunStore
 from sslbench.bench.store.status import search_lines
@@ -37,6 +42,9 @@ def launch_search(settings: SearchSettings, url: str, options: ClusterOptions, *
     url = shared_store_url(url, options.launcher)
     check_reachable(options.launcher)  # before the store is opened or created
     tasks = min(options.jobs or DEFAULT_SEARCH_TASKS, settings.trials)
+    store = RunStore(url)
+    refuse_unsafe_sqlite(store, settings, tasks)  # the local launcher's SQLite file
+    open_study(store, settings)  # made here: `sslbench status` and --wait read it at once
     minutes = time_minutes(options.time) if options.time else DEFAULT_MINUTES
     task = SearchTask(settings, url, device, shared_folder(data_root),
                       threads or options.cpus_per_job, current_plugins())
