@@ -119,9 +119,12 @@ class GridTask:
                                log=say)
         summary = {"finished": len(outcome.finished), "failed": len(outcome.failed),
                    "stopped": int(outcome.stopped)}
-        say(f"task ends: {summary['finished']} cells finished here, {summary['failed']} failed"
-            + (", stopped (cells in flight checkpointed and released)" if outcome.stopped
-               else ""))
+        if outcome.stopped:  # the cells in flight were settled as interrupted: not failures
+            say(f"task ends: {summary['finished']} cells finished here; stopped: the cells in "
+                f"flight are checkpointed and released for the next runner")
+        else:
+            say(f"task ends: {summary['finished']} cells finished here, {summary['failed']} "
+                f"failed")
         if preempted.is_set():
             say(f"preempted: {requeue_this_task()}")
         return summary
