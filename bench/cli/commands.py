@@ -244,7 +244,8 @@ def _until_decided(args: argparse.Namespace, grid: Grid, settings: GridSettings,
                                 round_size=args.round, sesoi=args.sesoi, log=say)
     for c in outcome.comparisons:
         where = (f"at round {c.round}, {c.seeds} seeds" if c.round
-                 else f"open after {args.max_seeds} seeds (the budget)")
+                 else "(stopped before the rule's next look)" if outcome.stopped
+                 else f"after {args.max_seeds} seeds (the budget)")
         print(f"{c.variant} vs {c.baseline}: {c.decision} {where}")
     print(f"{args.grid}/{args.profile}: {outcome.cells_run} cells run now, "
           f"{len(outcome.failed)} failed; store {store.url}")
