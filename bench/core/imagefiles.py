@@ -30,6 +30,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -231,7 +232,7 @@ def _decode(paths: list[Path], channels: int | None) -> torch.Tensor:
 def _decode_all(paths: list[Path], channels: int | None) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    images = []
+    images: list[torch.Tensor] = []
     for path in paths:
         try:
             mode = {None: ImageReadMode.UNCHANGED, 1: ImageReadMode.GRAY,
@@ -269,9 +270,10 @@ def read_folder(root: Path, cache_dir: Path) -> ImageSplits:
     labeled = {split: [(path, index) for index, name in enumerate(classes)
                        if (folder / name).is_dir() for path in _image_files(folder / name)]
                for split, folder in (("train", train_dir), ("test", test_dir))}
-    for split, items in labeled.items():
+    for split_name, items in labeled.items():
         if not items:
-            raise DataError(f"folder dataset {root}: {split}/ holds no .png or .jpg images")
+            raise DataError(f"folder dataset {root}: {split_name}/ holds no .png or .jpg "
+                            f"images")
     unlabeled_dir = root / "unlabeled"
     unlabeled = _image_files(unlabeled_dir) if unlabeled_dir.is_dir() else []
     files = [p for items in labeled.values() for p, _ in items] + unlabeled
@@ -290,7 +292,8 @@ def read_folder(root: Path, cache_dir: Path) -> ImageSplits:
             stored["unlabeled"] = _decode(unlabeled, channels)
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".partial.npz")
-        np.savez(partial, **{k: v.numpy() for k, v in stored.items()})
+        arrays: dict[str, Any] = {k: v.numpy() for k, v in stored.items()}
+        np.savez(partial, **arrays)
         partial.replace(cache)  # whole or absent, never half written
     if stored["x_train"].shape[1:] != stored["x_test"].shape[1:]:
         raise DataError(f"folder dataset {root}: train images are "
