@@ -292,8 +292,8 @@ def read_folder(root: Path, cache_dir: Path) -> ImageSplits:
             stored["unlabeled"] = _decode(unlabeled, channels)
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".partial.npz")
-        arrays: dict[str, Any] = {k: v.numpy() for k, v in stored.items()}
-        np.savez(partial, **arrays)
+        to_save: dict[str, Any] = {k: v.numpy() for k, v in stored.items()}
+        np.savez(partial, **to_save)
         partial.replace(cache)  # whole or absent, never half written
     if stored["x_train"].shape[1:] != stored["x_test"].shape[1:]:
         raise DataError(f"folder dataset {root}: train images are "
