@@ -32,11 +32,10 @@ from sslbench.bench.cluster.launch import (
 from sslbench.bench.cluster.shared import shared_folder, shared_store_url
 from sslbench.bench.core.cost import duration, estimate, measured_run_seconds
 from sslbench.bench.messages import Log, say
-from sslbench.bench.runs.cells import default_stack, plan_cells, plan_jobs
+from sslbench.bench.runs.cells import default_stack, plan_jobs
 from sslbench.bench.runs.progress import Progress
-from sslbench.bench.runs.runner import check_code_version, open_grid_study, scan
+from sslbench.bench.runs.runner import check_code_version, open_grid
 from sslbench.bench.runs.settings import GridSettings
-from sslbench.bench.store.queue import reap_cells
 from sslbench.bench.store.runstore import RunStore
 
 DEFAULT_MINUTES = 240  # --time where nothing is measured or modeled for the device
@@ -90,14 +89,9 @@ def launch_grid(grid: Grid, settings: GridSettings, url: str, options: ClusterOp
     url = shared_store_url(url, options.launcher)
     check_reachable(options.launcher)  # before the store is opened or created
     settings = task_settings(settings, options)
-    cells = plan_cells(grid, settings.profile, settings.seeds, settings.variants,
-                       settings.overrides)
     store = RunStore(url)
-    study_id = open_grid_study(store, grid.name, settings.profile, settings.settings_name,
-                               cells)
-    for reaped in reap_cells(store, study_id, settings.grace_s):
-        log(f"{reaped}: its task ended before it finished; it will be rerun")
-    pending, running, outcome = scan(cells, store, study_id, settings.retry_failed, set())
+    cells, study_id, pending, running, outcome = open_grid(grid, settings, store, log,
+                                                           owner="task")
     where = f"{grid.name}/{settings.profile}"
     if not pending:
         log(f"{where}: nothing to submit: {outcome.already_done} of {len(cells)} cells "

@@ -214,6 +214,22 @@ def open_grid_study(store: RunStore, grid_name: str, profile: str, settings: str
     return study_id
 
 
+def open_grid(grid: Grid, settings: GridSettings, store: RunStore, log: Log,
+              owner: str = "process") -> tuple[list[Cell], int, list[Cell], list[str],
+                                                GridOutcome]:
+    """The grid's cells, its study (opened, its cells asked for), the dead owners' cells
+    reaped, and the scan: (cells, study id, cells to run, cells running elsewhere, counts).
+    `owner` names what ran a reaped cell in the log line (a process, a cluster task)."""
+    cells = plan_cells(grid, settings.profile, settings.seeds, settings.variants,
+                       settings.overrides)
+    study_id = open_grid_study(store, grid.name, settings.profile, settings.settings_name,
+                               cells)
+    for reaped in reap_cells(store, study_id, settings.grace_s):
+        log(f"{reaped}: its {owner} ended before it finished; it will be rerun")
+    pending, running, outcome = scan(cells, store, study_id, settings.retry_failed, set())
+    return cells, study_id, pending, running, outcome
+
+
 def check_code_version(store: RunStore, study_id: int, where: str, pin: bool,
                        log: Log = say) -> None:
     """Before cells are added to a grid: the code versions its finished cells ran at
@@ -276,13 +292,7 @@ def run_grid(grid: Grid, settings: GridSettings, *, store: RunStore, log: Log = 
     A stop (SIGTERM, SIGINT) checkpoints the cells in flight; the outcome says `stopped`.
     """
     git_commit()  # the code this runner loaded, before any cell trains
-    cells = plan_cells(grid, settings.profile, settings.seeds, settings.variants,
-                       settings.overrides)
-    study_id = open_grid_study(store, grid.name, settings.profile, settings.settings_name,
-                               cells)
-    for reaped in reap_cells(store, study_id, settings.grace_s):
-        log(f"{reaped}: its process ended before it finished; it will be rerun")
-    pending, running, outcome = scan(cells, store, study_id, settings.retry_failed, set())
+    cells, study_id, pending, running, outcome = open_grid(grid, settings, store, log)
     where = f"{grid.name}/{settings.profile}"
     if not pending and not (running and settings.wait_for_others):
         log(f"{where}: nothing to run: {outcome.already_done} of {len(cells)} cells already "

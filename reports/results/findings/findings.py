@@ -82,7 +82,10 @@ def _rule(until: dict[str, Any] | None, variant: str) -> str:
     for c in until.get("comparisons", []):
         if c["variant"] == variant:
             if c["decision"] == "open":
-                return f"stopping rule: open after {until['max_seeds']} seeds (the budget)"
+                # Mid-run the verdict already says which look the rule is at; only a rule
+                # that spent its budget adds that it ended open.
+                return (f"stopping rule: open after {until['max_seeds']} seeds (the budget)"
+                        if until.get("finished", True) else "")
             return (f"stopping rule: {c['decision']} at round {c['round']} "
                     f"({c['seeds']} seeds, δ = {until['sesoi']:g})")
     return ""
