@@ -118,6 +118,18 @@ def test_cluster_flags_are_refused_in_one_line_before_the_store_is_made(tmp_path
         assert not store.exists()
 
 
+def test_a_scheduler_flag_without_a_launcher_is_refused_not_ignored(tmp_path):
+    for extra in (["--jobs", "4"], ["--partition", "gpu"], ["--wait"]):
+        done = sslbench(*SMOKE, "--storage", f"journal:///{tmp_path / 'r.log'}", *extra)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"error: {extra[0]} is for a job array: add --launcher slurm (or --launcher "
+            f"local), or drop {extra[0]}"]
+    search = sslbench("search", "--space", "supervised", "--profile", "smoke", "--jobs", "2")
+    assert search.returncode == 2 and "--jobs is for a job array" in search.stderr
+    assert not (tmp_path / "r.log").exists()
+
+
 def test_a_grid_through_the_local_launcher_runs_each_cell_once(tmp_path, data_root):
     done = sslbench(*SMOKE, "--variants", "control", "--seeds", "2", "--storage",
                     "journal:///runs.log", "--launcher", "local", "--jobs", "2", cwd=tmp_path)

@@ -146,6 +146,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     if not args.grid:
         raise UserError("ablate needs --grid NAME (or --list to see the grids)")
+    refuse_cluster_flags_here(args)
     grid = get_grid(args.grid)
     get_profile(args.profile)
     if args.until_decided and not (2 <= args.round <= args.max_seeds):
@@ -187,6 +188,22 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if outcome.stopped:
         return stopped()
     return 1 if outcome.failed else 0
+
+
+def refuse_cluster_flags_here(args: argparse.Namespace) -> None:
+    """A scheduler flag without --launcher would be silently ignored: refuse it."""
+    if args.launcher != "here":
+        return
+    given = [flag for flag, value in (
+        ("--jobs", args.jobs), ("--partition", args.partition),
+        ("--gpus-per-job", args.gpus_per_job or None),
+        ("--cpus-per-job", None if args.cpus_per_job == 1 else args.cpus_per_job),
+        ("--time", args.time), ("--mem", args.mem), ("--account", args.account),
+        ("--qos", args.qos), ("--slurm-extra", args.slurm_extra or None),
+        ("--log-dir", args.log_dir), ("--wait", args.wait or None)) if value is not None]
+    if given:
+        raise UserError(f"{given[0]} is for a job array: add --launcher slurm (or --launcher "
+                        f"local), or drop {given[0]}")
 
 
 def cluster_options(args: argparse.Namespace) -> Any:
@@ -276,6 +293,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if not args.space:
         raise UserError("search needs --space NAME (or --list to see the spaces)")
+    refuse_cluster_flags_here(args)
     get_profile(args.profile)
     workers = args.workers
     check_grace(args.heartbeat_grace)
