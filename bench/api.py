@@ -8,8 +8,9 @@
     outcome = api.run_grid("mnist100", "smoke", seeds=[0, 1], storage="sqlite:///my.db")
 
 Everything else in the package may change between versions; these names and the record
-schema (`api.SCHEMA_VERSION`, docs/api.md) are what a release keeps. Methods and grids of
-your own: register them first (docs/api.md, "Add your own method"), or `api.load_plugins`.
+schema (`api.SCHEMA_VERSION`, docs/api.md) are what a release keeps. Methods, grids,
+datasets and networks of your own: register them first (README, "Add your own method",
+"Add your own dataset", "Add your own network"), or `api.load_plugins`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.core.config import RunConfig
+from sslbench.bench.core.datasets import DatasetSpec, RawFile, register_dataset
+from sslbench.bench.core.imagefiles import ImageSplits
+from sslbench.bench.core.networks import Network, NetworkContext, register_model
 from sslbench.bench.core.overrides import build_config
 from sslbench.bench.core.schema import SCHEMA_VERSION, Record
 from sslbench.bench.plugins import load_plugins
@@ -29,8 +33,9 @@ if TYPE_CHECKING:
 
     from sslbench.bench.runs.runner import GridOutcome
 
-__all__ = ["SCHEMA_VERSION", "Record", "RunConfig", "build_config", "load_plugins",
-           "load_store", "run_grid", "run_one"]
+__all__ = ["SCHEMA_VERSION", "DatasetSpec", "ImageSplits", "Network", "NetworkContext",
+           "RawFile", "Record", "RunConfig", "build_config", "load_plugins", "load_store",
+           "register_dataset", "register_model", "run_grid", "run_one"]
 
 
 def load_store(storage: str, grid: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

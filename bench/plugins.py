@@ -1,7 +1,8 @@
-"""Methods, grids and search spaces from outside the package.
+"""Methods, grids, search spaces, datasets and models from outside the package.
 
 Two ways in, both of which simply import code that calls the registries' decorators
-(`sslbench.methods.register`, `sslbench.ablations.register_grid`, `register_space`):
+(`sslbench.methods.register`, `sslbench.ablations.register_grid`, `register_space`,
+`sslbench.bench.api.register_dataset`, `register_model`):
 - Python entry points of an installed package, in the groups of ENTRY_POINT_GROUPS:
       [project.entry-points."sslbench.methods"]
       my_method = "my_package.my_method"
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from sslbench.bench.errors import UserError
 
-ENTRY_POINT_GROUPS = ("sslbench.methods", "sslbench.grids", "sslbench.spaces")
+ENTRY_POINT_GROUPS = ("sslbench.methods", "sslbench.grids", "sslbench.spaces",
+                      "sslbench.datasets", "sslbench.models")
 PLUGINS_ENV = "SSLBENCH_PLUGINS"  # os.pathsep-separated specs: module names or .py paths
 
 _loaded: set[str] = set()

