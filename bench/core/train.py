@@ -83,6 +83,7 @@ class RunResult:
     schedule: dict[str, Any] = field(default_factory=dict)
     # Each stretch of training and the code it ran: commit, dirty, from and to epoch.
     segments: list[dict[str, Any]] = field(default_factory=list)
+    num_classes: int = 0  # of the dataset as read (chance is 1 / num_classes)
 
 
 # A checkpoint written before segments were recorded: its training ran at a commit unknown.
@@ -182,7 +183,8 @@ def init_state(config: RunConfig, seeds: Sequence[int], data: PreparedData,
         config=config, seeds=list(seeds), device=device, data=data,
         plan=batch_plan(cfg_train, data.num_train, config.data.num_labels),
         precision=resolve(cfg_train.precision, device),
-        network_fn=network_fn, network=network, params=params, optimizer=optimizer, method=method, generators=generators,
+        network_fn=network_fn, network=network, params=params, optimizer=optimizer,
+        method=method, generators=generators,
         sums=torch.zeros(3, runs, device=device),
         curves={k: [] for k in (*CURVE_KEYS, "val_accuracy")},
         shared={k: [] for k in SHARED_KEYS})
@@ -279,7 +281,7 @@ def state_dict(state: TrainState) -> dict[str, Any]:
             "segments": closed_segments(state.segments, state.epoch),
             # Per-run state besides the parameters (batch norm's running means); the cnn has
             # none, and its checkpoints keep the keys they always had.
-            **({"buffers": state.network.buffers()} if state.network.buffers() else {})}
+            **({"buffers": buffers} if (buffers := state.network.buffers()) else {})}
 
 
 def load_state_dict(state: TrainState, saved: dict[str, Any]) -> None:
@@ -400,7 +402,8 @@ def _results(state: TrainState) -> list[RunResult]:
             seed=seed, labeled_indices=state.data.labeled_indices[run].tolist(), curves=curves,
             final_test_accuracy=curves.get("test_accuracy", [math.nan])[-1],
             stack_size=state.runs, precision=state.precision, schedule=dict(schedule),
-            segments=closed_segments(state.segments, state.config.train.epochs)))
+            segments=closed_segments(state.segments, state.config.train.epochs),
+            num_classes=state.data.num_classes))
     return results
 
 

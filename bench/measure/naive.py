@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sslbench.bench.core.config import RunConfig
 from sslbench.bench.core.data import balanced_labeled_indices
-from sslbench.bench.core.datasets import MNIST, verify
+from sslbench.bench.core.datasets import MNIST, MNIST_CLASSES, MNIST_TRAIN, verify
 from sslbench.methods.losses import UNLABELED
 from sslbench.methods.ramp import unsupervised_weight
 
@@ -147,8 +147,8 @@ def make_loaders(config: RunConfig, root: Path) -> tuple[DataLoader, DataLoader,
     """
     verify(root, MNIST)
     data = config.data
-    train = IndexedMNIST(root, train=True, size=data.train_size or MNIST.num_train)
-    labeled = balanced_labeled_indices(train.labels, data.num_labels, MNIST.num_classes,
+    train = IndexedMNIST(root, train=True, size=data.train_size or MNIST_TRAIN)
+    labeled = balanced_labeled_indices(train.labels, data.num_labels, MNIST_CLASSES,
                                        config.seed)
     train.keep_labels(labeled)
     test = IndexedMNIST(root, train=False, size=data.test_size or 10_000)

@@ -93,14 +93,14 @@ class Measurement:
 
 def validate(settings: BenchSettings) -> None:
     """Raise UserError naming the flag and the fix; checks the data files too."""
-    from sslbench.bench.core.datasets import MNIST, verify
+    from sslbench.bench.core.datasets import MNIST, MNIST_TRAIN, verify
 
     if settings.stack < 1:
         raise UserError(f"--stack must be >= 1 (runs trained as one stack), got {settings.stack}")
     if settings.epochs < 2:
         raise UserError(f"--epochs must be >= 2: the first epoch is warm-up and is not "
                         f"counted; got {settings.epochs}")
-    if not MIN_TRAIN_SIZE <= settings.train_size <= MNIST.num_train:
+    if not MIN_TRAIN_SIZE <= settings.train_size <= MNIST_TRAIN:
         raise UserError(f"--train-size must be between {MIN_TRAIN_SIZE} (the labeled images) "
                         f"and {MNIST.num_train:,}, got {settings.train_size}")
     if not 1 <= settings.test_size <= 10_000:

@@ -62,10 +62,10 @@ def slice_estimate_s(plan: dict[str, Any], epochs: int) -> float:
 
 
 def _slice_train_images(sizes: Sizes) -> int:
-    from sslbench.bench.core.datasets import MNIST
+    from sslbench.bench.core.datasets import MNIST_TRAIN
     from sslbench.bench.core.profiles import get_profile
 
-    return get_profile(sizes.slice_profile).train_size or MNIST.num_train
+    return get_profile(sizes.slice_profile).train_size or MNIST_TRAIN
 
 
 def _grid_variants() -> int:
