@@ -79,3 +79,20 @@ def test_the_start_line_of_a_quick_grid(tmp_path, stored):
         assert "measured on this project's CPU" in line
         assert hours == pytest.approx((len(cells) * (30 * 9.2 + 3) / 2 + 10) / 3600, abs=0.05)
     assert "to try the grid first: --profile smoke --seeds 2 (about" in line
+
+
+def test_another_network_or_dataset_is_not_priced_with_the_cnns_cpu_rates(tmp_path):
+    """conv_large on CIFAR-10 costs hundreds of times what the cnn's rates say: the start
+    line says the time is unknown until a run of it is measured, never a number from them."""
+    from sslbench.bench.core.cost import cpu_model_covers
+
+    cifar = plan_cells(get_grid("cifar10_4000"), "paper_cifar", [0])
+    mnist = plan_cells(get_grid("mnist100"), "quick", [0])
+    assert not any(cpu_model_covers(c.config) for c in cifar)
+    assert all(cpu_model_covers(c.config) for c in mnist)
+    store = RunStore(f"sqlite:///{tmp_path / 'cifar.db'}")
+    study = open_grid_study(store, "cifar10_4000", "paper_cifar", None, cifar)
+    line = start_estimate(get_grid("cifar10_4000"), "paper_cifar", cifar, store, study, 2,
+                          torch.device("cpu"))
+    assert line.startswith("expected time unknown (temporal_ensembling: the CPU model "
+                           "covers the blog's cnn on MNIST-sized images only"), line

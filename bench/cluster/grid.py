@@ -30,7 +30,12 @@ from sslbench.bench.cluster.launch import (
     time_minutes,
 )
 from sslbench.bench.cluster.shared import shared_folder, shared_store_url
-from sslbench.bench.core.cost import duration, estimate, measured_run_seconds
+from sslbench.bench.core.cost import (
+    cpu_model_covers,
+    duration,
+    estimate,
+    measured_run_seconds,
+)
 from sslbench.bench.messages import Log, say
 from sslbench.bench.runs.cells import default_stack, plan_jobs
 from sslbench.bench.runs.progress import Progress
@@ -73,11 +78,11 @@ def task_settings(settings: GridSettings, options: ClusterOptions) -> GridSettin
 
 def _task_minutes(options: ClusterOptions, cost_rows: list[tuple[str, int, int | None,
                   int | None]], measured: dict[str, float], tasks: int,
-                  device_type: str) -> tuple[int, str]:
+                  device_type: str, unmodeled: set[str]) -> tuple[int, str]:
     """--time, or twice the expected share of one task (at least MIN_MINUTES)."""
     if options.time is not None:
         return time_minutes(options.time), "--time"
-    expected = estimate(cost_rows, tasks, device_type, measured).seconds
+    expected = estimate(cost_rows, tasks, device_type, measured, unmodeled).seconds
     if expected is None:
         return DEFAULT_MINUTES, "no estimate for this device: the default; set --time"
     minutes = max(MIN_MINUTES, math.ceil(2 * expected / 60))
@@ -108,7 +113,8 @@ def launch_grid(grid: Grid, settings: GridSettings, url: str, options: ClusterOp
              c.config.data.test_size) for c in pending]
     measured = measured_run_seconds(((r.variant, r.record) for r in store.cell_runs(study_id)
                                      if r.state == "COMPLETE"), device_type)
-    minutes, why = _task_minutes(options, rows, measured, tasks, device_type)
+    unmodeled = {c.variant for c in pending if not cpu_model_covers(c.config)}
+    minutes, why = _task_minutes(options, rows, measured, tasks, device_type, unmodeled)
     log_dir = shared_folder(options.log_dir or default_log_dir(url))
     task = GridTask(grid.name, dataclasses.replace(settings, stack=stack), url,
                     current_plugins())

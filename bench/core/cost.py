@@ -13,7 +13,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sslbench.bench.core.config import RunConfig
 
 # Measured on this project's CPU (README, `sslbench bench`): training seconds per image on one
 # core with one thread, and evaluation seconds per test image (0.5 s per epoch on 10,000).
@@ -26,6 +29,16 @@ CPU_CELL_OVERHEAD_S = 3.0
 # Starting the worker processes (import torch, spawn), once per run of the grid.
 POOL_START_S = 10.0
 FULL_TRAIN, FULL_TEST = 60_000, 10_000  # MNIST and Fashion-MNIST, when no slice is set
+
+
+# What the CPU rates above were measured on: the blog's cnn on 28x28 one-channel images.
+MODELED_DATASETS = ("mnist", "fashion_mnist")
+
+
+def cpu_model_covers(config: RunConfig) -> bool:
+    """Whether the CPU model's rates apply: the cnn on MNIST-sized images. conv_large on
+    CIFAR-10 costs hundreds of times more per image; it is measured, never modeled."""
+    return config.model.name == "cnn" and config.data.dataset in MODELED_DATASETS
 
 
 def modeled_run_seconds(epochs: int, train_images: int | None, test_images: int | None
@@ -69,10 +82,13 @@ class Estimate:
 
 
 def estimate(cells: Sequence[tuple[str, int, int | None, int | None]], workers: int,
-             device_type: str, measured: dict[str, float]) -> Estimate:
+             device_type: str, measured: dict[str, float],
+             unmodeled: Iterable[str] = ()) -> Estimate:
     """Wall seconds of `cells`, each (variant, epochs, train_images, test_images), on
     `workers` parallel workers: measured seconds per variant where the store has them, else
-    the CPU model; the cells are spread evenly over the workers."""
+    the CPU model, except for the `unmodeled` variants (another network or dataset than the
+    model's: see cpu_model_covers); the cells are spread evenly over the workers."""
+    unmodeled = set(unmodeled)
     if not cells:
         return Estimate(0.0, "nothing to run")
     workers = max(1, min(workers, len(cells)))
@@ -81,6 +97,11 @@ def estimate(cells: Sequence[tuple[str, int, int | None, int | None]], workers: 
         if variant in measured:
             total += measured[variant] + (CPU_CELL_OVERHEAD_S if device_type == "cpu" else 0)
             from_store += 1
+        elif device_type == "cpu" and variant in unmodeled:
+            return Estimate(None, f"{variant}: the CPU model covers the blog's cnn on "
+                                  f"MNIST-sized images only, and this store has no finished "
+                                  f"run of it to measure from; the progress line gives one "
+                                  f"after the first epoch")
         elif device_type == "cpu":
             total += modeled_run_seconds(epochs, train_images, test_images) + \
                 CPU_CELL_OVERHEAD_S

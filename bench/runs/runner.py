@@ -22,7 +22,12 @@ from pathlib import Path
 import torch
 
 from sslbench.ablations.grid import Grid
-from sslbench.bench.core.cost import duration, estimate, measured_run_seconds
+from sslbench.bench.core.cost import (
+    cpu_model_covers,
+    duration,
+    estimate,
+    measured_run_seconds,
+)
 from sslbench.bench.core.device import resolve_device
 from sslbench.bench.core.record import git_commit
 from sslbench.bench.core.schema import Record
@@ -269,7 +274,8 @@ def start_estimate(grid: Grid, profile: str, pending: Sequence[Cell], store: Run
     finished = ((r.variant, r.record) for r in store.cell_runs(study_id)
                 if r.state == "COMPLETE")
     measured = measured_run_seconds(finished, device.type)
-    expected = estimate(_cost_rows(pending), workers, device.type, measured)
+    unmodeled = {c.variant for c in pending if not cpu_model_covers(c.config)}
+    expected = estimate(_cost_rows(pending), workers, device.type, measured, unmodeled)
     text = expected.text()
     if device.type == "cpu" and profile != "smoke" and (expected.seconds or 0) > 10 * 60:
         variants = sorted({c.variant for c in pending})
