@@ -63,12 +63,35 @@ def test_an_npz_dataset_trains_colour_images_and_stores_its_path_absolute(tmp_pa
     colour_npz(tmp_path / "colours.npz")
     monkeypatch.chdir(tmp_path)
     config = config_for("npz:colours.npz")
-    assert config.data.dataset == f"npz:{tmp_path / 'colours.npz'}"
+    digest = hashlib.sha256()
+    digest.update(b"colours.npz\0" + hashlib.sha256((tmp_path / "colours.npz").read_bytes())
+                  .digest())
+    assert config.data.dataset == (f"npz:{tmp_path / 'colours.npz'}@sha256:"
+                                   f"{digest.hexdigest()[:16]}")
     assert config.config_hash() == config_for(f"npz:{tmp_path}/colours.npz").config_hash()
     data = prepare(config.data, [0], tmp_path, CPU)
     assert data.train_images.shape == (200, 3, 16, 16) and data.num_classes == 4
     (result,) = train_stack(config, [0], device=CPU, data_root=tmp_path)
     assert result.final_test_accuracy > 0.9  # chance is 0.25: the colours separate easily
+
+
+def test_a_file_replaced_under_the_same_path_is_new_data_never_the_old_results(tmp_path):
+    """The run id holds the content: new bytes give a new id, and a config made for the old
+    bytes refuses to train on the new ones (one line) rather than pass as them."""
+    path = colour_npz(tmp_path / "colours.npz")
+    old = config_for(f"npz:{path}")
+    stored = RunConfig(**{**old.__dict__})  # as rebuilt from a record: no file is read
+    assert stored.data.dataset == old.data.dataset
+    colour_npz(path, train=120)
+    new = config_for(f"npz:{path}")
+    assert new.config_hash() != old.config_hash()
+    with pytest.raises(DataError, match=r"^npz dataset .*colours.npz changed since this "
+                                        r"config was made \(content [0-9a-f]{16}, the run "
+                                        r"id's [0-9a-f]{16}\); give data.dataset=npz:"):
+        prepare(old.data, [0], tmp_path, CPU)
+    assert prepare(new.data, [0], tmp_path, CPU).num_train == 120
+    with pytest.raises(DataError, match=r"^npz dataset .*missing.npz does not exist$"):
+        config_for(f"npz:{tmp_path}/missing.npz")
 
 
 def test_colour_images_are_normalized_per_channel(tmp_path):
@@ -205,9 +228,11 @@ def test_conv_large_trains_as_a_stack_and_resumes_with_its_batch_norm_means(tmp_
         (alone,) = train_stack(with_overrides(config, {"seed": seed}), [seed], device=CPU,
                                data_root=tmp_path)
         assert result.labeled_indices == alone.labeled_indices
-        # Grouped convolutions sum in another order: equal up to float rounding.
+        # Grouped convolutions sum in another order: equal up to float rounding (the
+        # unsupervised loss is about 1e-5 here: rounding shows in its relative difference).
         for key in ("supervised_loss", "unsupervised_loss"):
-            assert result.curves[key] == pytest.approx(alone.curves[key], rel=1e-3), key
+            assert result.curves[key] == pytest.approx(alone.curves[key], rel=1e-3,
+                                                       abs=1e-7), key
     assert stacked[0].curves["supervised_loss"] != stacked[1].curves["supervised_loss"]
 
     # Stopped after the first epoch and resumed: the same numbers as without the stop, the

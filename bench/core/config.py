@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -63,15 +62,21 @@ class DataConfig:
     hflip: bool = False
 
     def __post_init__(self) -> None:
-        from sslbench.bench.core.datasets import DATASETS, FILE_DATASETS, get_dataset, is_dataset
+        from sslbench.bench.core.datasets import (
+            DATASETS,
+            FILE_DATASETS,
+            canonical_file_dataset,
+            get_dataset,
+            is_dataset,
+        )
 
         check(is_dataset(self.dataset), f"unknown dataset {self.dataset!r}; choose one of: "
                                          f"{', '.join(DATASETS.names())}, npz:PATH or "
                                          f"folder:PATH (or load the plugin that registers "
                                          f"it: --plugin)")
-        if self.dataset.startswith(FILE_DATASETS):  # the path, absolute: the same run id
-            kind, _, path = self.dataset.partition(":")  # from any working directory
-            object.__setattr__(self, "dataset", f"{kind}:{os.path.abspath(path)}")
+        if self.dataset.startswith(FILE_DATASETS):  # the path absolute and the content's
+            # fingerprint: the same run id from any directory, a new one for new content.
+            object.__setattr__(self, "dataset", canonical_file_dataset(self.dataset))
         check(self.num_labels > 0, f"data.num_labels must be > 0, got {self.num_labels}")
         spec = get_dataset(self.dataset)
         if spec.num_classes is not None and spec.num_train is not None:

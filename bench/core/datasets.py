@@ -37,6 +37,7 @@ import torch
 
 from sslbench.bench.core.archives import safe_extract
 from sslbench.bench.core.imagefiles import (
+    IMAGE_SUFFIXES,
     ImageSplits,
     read_cifar10,
     read_folder,
@@ -190,12 +191,63 @@ def is_dataset(name: str) -> bool:
                                 and len(name.partition(":")[2]) > 0)
 
 
+# A file dataset's name holds its content: `npz:/abs/path@sha256:<16 hex>`, so that a file
+# replaced under the same path gets new run ids instead of its old cells' results.
+CONTENT_TAG = "@sha256:"
+_fingerprints: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest
+
+
+def content_fingerprint(kind: str, path: Path) -> str:
+    """16 hex digits of SHA-256 over an npz file's bytes, or over a folder's image files
+    (names and bytes); cached per process by path, size and modification time."""
+    if kind == "npz":
+        if not path.is_file():
+            raise DataError(f"npz dataset {path} does not exist")
+        files = [path]
+    else:
+        if not path.is_dir():
+            raise DataError(f"folder dataset {path} does not exist")
+        files = []
+        for split in ("train", "test", "unlabeled"):
+            if (path / split).is_dir():
+                files += [f for f in (path / split).rglob("*")
+                          if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        files.sort()
+    stats = [f.stat() for f in files]
+    key = (str(path), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats),
+                                                         default=0))
+    if key not in _fingerprints:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(str(f.relative_to(path.parent)).encode() + b"\0")
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+        _fingerprints[key] = digest.hexdigest()[:16]
+    return _fingerprints[key]
+
+
+def canonical_file_dataset(name: str) -> str:
+    """`npz:PATH` or `folder:PATH` with the path absolute and its content's fingerprint
+    (computed once; a name that has one keeps it, and no file is read: stored configs)."""
+    kind, _, rest = name.partition(":")
+    path, tag, digest = rest.partition(CONTENT_TAG)
+    absolute = os.path.abspath(os.path.expanduser(path))
+    if not tag:
+        digest = content_fingerprint(kind, Path(absolute))
+    return f"{kind}:{absolute}{CONTENT_TAG}{digest}"
+
+
 def get_dataset(name: str) -> DatasetSpec:
     """The registered dataset, or one built for `npz:PATH` / `folder:PATH`, whose class
     count and size are known once its files are read (`load_splits`)."""
-    kind, _, path = name.partition(":")
-    if name.startswith(FILE_DATASETS) and path:
+    kind, _, rest = name.partition(":")
+    if name.startswith(FILE_DATASETS) and rest:
+        path, _, expected = rest.partition(CONTENT_TAG)
+
         def read(root: Path, with_test: bool) -> ImageSplits:
+            if expected and (now := content_fingerprint(kind, Path(path))) != expected:
+                raise DataError(f"{kind} dataset {path} changed since this config was made "
+                                f"(content {now}, the run id's {expected}); give "
+                                f"data.dataset={kind}:{path} again for new run ids")
             if kind == "npz":
                 return read_npz(Path(path))
             return read_folder(Path(path), Path(root) / "folder-cache")
