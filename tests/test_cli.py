@@ -220,6 +220,29 @@ def test_corrupt_data_names_the_file_and_the_fetch_command(tmp_path, data_root):
     assert f"sslbench data fetch --dataset mnist --root {tmp_path}" in result.stderr
 
 
+def test_fetching_all_datasets_offline_fetches_what_it_can_and_names_the_rest(
+        tmp_path, data_root, fashion_root):
+    """`data fetch --dataset all` without internet: MNIST and Fashion-MNIST in place (here
+    linked from the session's copies), CIFAR-10 and SVHN each said and skipped, then one
+    error line naming them, exit 2."""
+    from sslbench.bench.core.datasets import CIFAR10, FASHION_MNIST, SVHN, _internet_reachable
+
+    if any(_internet_reachable(spec.download_host) for spec in (CIFAR10, SVHN)):
+        pytest.skip("the internet is reachable: this would download CIFAR-10 and SVHN")
+    for spec, root in ((MNIST, data_root), (FASHION_MNIST, fashion_root)):
+        raw_dir(tmp_path, spec).parent.mkdir(parents=True)
+        raw_dir(tmp_path, spec).symlink_to(raw_dir(root, spec))
+    result = sslbench("data", "fetch", "--dataset", "all", "--root", str(tmp_path))
+    assert result.returncode == 2
+    assert "mnist: all files present and verified" in result.stdout
+    assert "fashion_mnist: all files present and verified" in result.stdout
+    assert "cifar10: could not fetch cifar10: torchvision download: www.cs.toronto.edu is " \
+           "not reachable" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: could not fetch cifar10, svhn (the others are in place; the lines above say "
+        "why)")
+
+
 def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path, data_root):
     notes = tmp_path / "notes.db"
     notes.write_text("my precious notes")

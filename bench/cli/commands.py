@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslbench.bench.cli.flags import check_grace, seed_list
-from sslbench.bench.errors import UserError
+from sslbench.bench.errors import DataError, UserError
 from sslbench.bench.files import check_writable, write_json_atomic
 from sslbench.bench.messages import say
 
@@ -34,9 +34,21 @@ def _data_root(args: argparse.Namespace) -> Path:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from sslbench.bench.core.datasets import DATASETS, fetch, get_dataset
 
-    names = DATASETS.names() if args.dataset == "all" else [args.dataset]
-    for name in names:
-        print(fetch(_data_root(args), get_dataset(name), log=say))
+    if args.dataset != "all":
+        print(fetch(_data_root(args), get_dataset(args.dataset), log=say))
+        return 0
+    # Every built-in dataset: one that cannot be fetched here (CIFAR-10 and SVHN need the
+    # internet) is said and skipped, the others still fetched; the end says which failed.
+    failed = []
+    for name in DATASETS.names():
+        try:
+            print(fetch(_data_root(args), get_dataset(name), log=say))
+        except DataError as error:
+            say(f"{name}: {error}")
+            failed.append(name)
+    if failed:
+        raise DataError(f"could not fetch {', '.join(failed)} (the others are in place; the "
+                        f"lines above say why)")
     return 0
 
 
