@@ -46,6 +46,9 @@ class Grid:
     family: tuple[str, ...] | None = None
     # Published values that variants reproduce: the report's "Reproduction" section.
     references: Mapping[str, Published] = field(default_factory=dict)
+    # What a profile's slice needs changed for this grid, by profile name, applied with the
+    # profile (before --set): 4,000 labels do not fit the smoke profile's 2,000 images.
+    profile_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]

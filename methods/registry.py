@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from sslbench.methods.base import Method
 
 T = TypeVar("T")
+C = TypeVar("C", bound="type[Named]")
+
+
+class Named(Protocol):
+    """What `named_class` names: a class with a `name` attribute."""
+
+    name: ClassVar[str]
 
 
 class UnknownNameError(LookupError):
@@ -54,6 +61,17 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def named_class(self, name: str) -> Callable[[C], C]:
+        """A class decorator that names the class (`cls.name`) and registers it: the
+        `@register("pi_model")` of methods, `@register_model("mlp")` of networks."""
+
+        def decorate(cls: C) -> C:
+            cls.name = name
+            self.add(name, cast(T, cls))
+            return cls
+
+        return decorate
+
     @contextlib.contextmanager
     def scoped(self, name: str, entry: T) -> Iterator[T]:
         """Registered inside the block only."""
@@ -75,13 +93,7 @@ M = TypeVar("M", bound="type[Method]")
 
 def register(name: str) -> Callable[[M], M]:
     """Class decorator: `@register("pi_model")` makes the method available by that name."""
-
-    def decorate(cls: M) -> M:
-        cls.name = name
-        METHODS.add(name, cls)
-        return cls
-
-    return decorate
+    return METHODS.named_class(name)
 
 
 def method_names() -> list[str]:

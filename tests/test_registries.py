@@ -38,8 +38,9 @@ def test_a_scoped_registration_is_gone_after_its_block_even_on_error():
 
 
 def test_profiles_are_a_registry_too():
-    assert PROFILES.names() == ["paper", "quick", "smoke"]
-    with pytest.raises(ConfigError, match="unknown profile 'fast'; choose one of: paper, quick"):
+    assert PROFILES.names() == ["paper", "paper_cifar", "quick", "smoke"]
+    with pytest.raises(ConfigError,
+                       match="unknown profile 'fast'; choose one of: paper, paper_cifar, quick"):
         get_profile("fast")
 
 

@@ -96,12 +96,7 @@ N = TypeVar("N", bound=type[Network])
 def register_model(name: str) -> Callable[[N], N]:
     """Class decorator: `@register_model("my_net")` makes `model.name=my_net` available."""
 
-    def decorate(cls: N) -> N:
-        cls.name = name
-        NETWORKS.add(name, cls)
-        return cls
-
-    return decorate
+    return NETWORKS.named_class(name)
 
 
 def build_network(context: NetworkContext) -> Network:

@@ -35,6 +35,7 @@ def plan_cells(grid: Grid, profile: str, seeds: Sequence[int],
     chosen = [grid.variant(name) for name in variants] if variants else list(grid.variants)
     # One full build per variant; seeds only replace the seed (the seed enters no other
     # field), so planning 100,000 seeds takes seconds, not minutes.
+    overrides = {**grid.profile_overrides.get(profile, {}), **(overrides or {})}
     base = {v.name: build_config(v.method, 0, profile, overrides, v.overrides) for v in chosen}
     # Seed-major order: an interrupted grid leaves whole seeds, i.e. complete pairs.
     return [Cell(v.name, seed, replace(base[v.name], seed=seed)) for seed in seeds for v in chosen]
