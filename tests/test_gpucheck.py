@@ -42,7 +42,7 @@ def results(out: Path) -> dict[str, Any]:
 
 def test_the_tiny_check_runs_every_section_and_reports_consistent_figures(tmp_path, data_root):
     out = tmp_path / "gpu-cpu-tiny"
-    done = gpucheck(out, "--root", str(data_root), "--budget-s", "400")
+    done = gpucheck(out, "--root", str(data_root), "--budget-s", "450", timeout_s=480)
     assert done.returncode == 0, done.stderr[-3000:]
     doc = results(out)
     sections = doc["sections"]
@@ -91,6 +91,20 @@ def test_the_tiny_check_runs_every_section_and_reports_consistent_figures(tmp_pa
     projection = paper["projection"]
     assert projection["projected_wall_s"] <= projection["upper_bound_s"]
     assert (out / paper["store"]).exists()
+
+    cifar = sections["cifar_projection"]["result"]
+    assert list(cifar["variants"]) == ["temporal_ensembling", "pi_model", "supervised"]
+    for figures in cifar["variants"].values():
+        assert figures["ms_per_step"] > 0 and figures["eval_ms_per_image"] > 0
+    # The Pi-model's two passes a step cost more than temporal ensembling's one.
+    assert cifar["variants"]["pi_model"]["ms_per_step"] > \
+        cifar["variants"]["temporal_ensembling"]["ms_per_step"]
+    run_s = cifar["projection"]["run_s"]  # the arithmetic it states, redone here
+    te = cifar["variants"]["temporal_ensembling"]
+    steps = math.ceil(50_000 / cifar["batch"])
+    assert run_s["temporal_ensembling"] == pytest.approx(
+        300 * (steps * te["ms_per_step"] + 10_000 * te["eval_ms_per_image"]) / 1000, rel=1e-3)
+    assert cifar["projection"]["grid_s"] == pytest.approx(10 * sum(run_s.values()), rel=1e-3)
 
     summary = (out / "summary.md").read_text()
     for name in SECTIONS:

@@ -19,6 +19,8 @@ def estimate_s(check: Check, name: str) -> float:
         return sizes.measurement_s * len(bench_plan(bench_settings(check.options), sizes))
     if name == "profile":
         return sizes.profile_s
+    if name == "cifar_projection":
+        return sizes.cifar_s
     plan = slice_plan(check)
     return slice_estimate_s(plan, plan["epochs"])
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sslbench.bench.measure.gpucheck.bench_section import run_bench
 from sslbench.bench.measure.gpucheck.budget import estimate_s, needs_s, reserve_s
+from sslbench.bench.measure.gpucheck.cifar_section import run_cifar_projection
 from sslbench.bench.measure.gpucheck.correctness import run_correctness
 from sslbench.bench.measure.gpucheck.document import Check, CheckStopped
 from sslbench.bench.measure.gpucheck.options import SECTIONS, Options
@@ -20,7 +21,7 @@ from sslbench.bench.messages import Log
 # sections after it (reserve_s); its outcome (status, result, why or error).
 SECTION_RUNNERS: dict[str, Callable[[Check, float], dict[str, Any]]] = {
     "correctness": run_correctness, "bench": run_bench, "profile": run_profile,
-    "paper_slice": run_paper_slice}
+    "paper_slice": run_paper_slice, "cifar_projection": run_cifar_projection}
 
 
 def run_check(options: Options, log: Log) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import traceback
 from typing import Any
 
 from sslbench.bench.measure.gpucheck.bench_section import child_bench
+from sslbench.bench.measure.gpucheck.cifar_section import child_cifar
 from sslbench.bench.measure.gpucheck.options import TAIL_LINES, options_from_args
 from sslbench.bench.measure.gpucheck.process import SectionFile, read_json
 from sslbench.bench.measure.gpucheck.profile_section import child_profile
@@ -25,6 +26,8 @@ def child_main(args: argparse.Namespace) -> int:
             result = child_bench(options, args.deadline, partial)
         elif args.child == "profile":
             result = child_profile(options, args.deadline, partial)
+        elif args.child == "cifar_projection":
+            result = child_cifar(options, args.deadline, partial)
         else:
             result = child_slice(options, args.deadline, partial, args.slice_workers,
                                  args.slice_stack)

@@ -9,7 +9,7 @@ from pathlib import Path
 from sslbench.bench.errors import UserError
 from sslbench.bench.measure.gpucheck.environment import device_slug
 
-SECTIONS = ("correctness", "bench", "profile", "paper_slice")
+SECTIONS = ("correctness", "bench", "profile", "paper_slice", "cifar_projection")
 DEFAULT_BUDGET_S = 480.0  # about 8 of the 15 minutes a GPU machine is lent, start-up included
 TEST_DEVICE_ENV = "SSLBENCH_TEST_DEVICE"  # the device tests/test_cuda.py runs on
 # bench/measure/gpucheck/options.py: a source checkout, tests/ sits beside bench/
@@ -47,6 +47,11 @@ class Sizes:
     slice_variants: tuple[str, ...]  # () = every variant of the grid
     slice_epochs: int  # --epochs-slice default
     slice_min_epochs: int  # below this the slice is skipped rather than shortened
+    cifar_train_images: int  # random CIFAR-shaped images the cifar_projection steps draw from
+    cifar_batch: int  # its batch (the grid's 100 on a GPU; the CPU plumbing run's smaller)
+    cifar_warmup_steps: int
+    cifar_steps: int
+    cifar_eval_images: int  # evaluated once per variant, timed
     # Costs (s) before anything was measured. FULL: guesses, no GPU has run this yet; put
     # the first GPU run's figures here. TINY: measured on this project's 2-core CPU.
     correctness_s: float
@@ -54,6 +59,7 @@ class Sizes:
     profile_s: float
     job_start_s: float  # a grid job before its first epoch: data, model, store
     slice_epoch_s: float  # a grid job's epoch when the bench measured none
+    cifar_s: float  # the cifar_projection section: start-up and its steps, all variants
 
 
 FULL = Sizes(
@@ -61,15 +67,17 @@ FULL = Sizes(
     bench_stack=5, bench_more_stacks=(10,), bench_processes=((2, 5), (4, 5)), bench_bf16=True,
     profile_stacks=(1, 5, 10), profile_train_size=60_000, profile_warmup_steps=20,
     profile_steps=20, slice_profile="paper", slice_seeds=5, slice_variants=(), slice_epochs=3,
-    slice_min_epochs=2, correctness_s=150, measurement_s=30, profile_s=45, job_start_s=5,
-    slice_epoch_s=3)
+    slice_min_epochs=2, cifar_train_images=2000, cifar_batch=100, cifar_warmup_steps=5,
+    cifar_steps=20, cifar_eval_images=1000, correctness_s=150, measurement_s=30, profile_s=45,
+    job_start_s=5, slice_epoch_s=3, cifar_s=60)
 TINY = Sizes(
     name="tiny", bench_train_size=300, bench_test_size=200, bench_epochs=2, bench_stack=2,
     bench_more_stacks=(), bench_processes=((2, 1),), bench_bf16=False, profile_stacks=(1, 2),
     profile_train_size=500, profile_warmup_steps=3, profile_steps=5, slice_profile="smoke",
     slice_seeds=2, slice_variants=("control", "supervised"), slice_epochs=2,
-    slice_min_epochs=1, correctness_s=25, measurement_s=6, profile_s=6, job_start_s=5,
-    slice_epoch_s=1)
+    slice_min_epochs=1, cifar_train_images=200, cifar_batch=8, cifar_warmup_steps=1,
+    cifar_steps=2, cifar_eval_images=16, correctness_s=25, measurement_s=6, profile_s=6,
+    job_start_s=5, slice_epoch_s=1, cifar_s=20)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ def render_summary(doc: dict[str, Any]) -> str:
         lines.append(f"| {name} | {s['status']} | {s.get('seconds', '')} | "
                      f"{s.get('estimate_s', '')} | {note.replace('|', '/')} |")
     for name, render in (("correctness", _render_correctness), ("bench", _render_bench),
-                         ("profile", _render_profile), ("paper_slice", _render_slice)):
+                         ("profile", _render_profile), ("paper_slice", _render_slice),
+                         ("cifar_projection", _render_cifar)):
         result = sections[name].get("result")
         if result:
             lines += ["", f"## {name}", "", *render(result)]
@@ -121,6 +122,25 @@ def _render_slice(result: dict[str, Any]) -> list[str]:
                       f"{projection['upper_bound_s'] / 3600:.2f} h. Arithmetic: "
                       f"{projection['arithmetic']}. Checkpoints every epoch are in the "
                       f"start-up share, not in the epoch cost."]
+    return lines
+
+
+def _render_cifar(result: dict[str, Any]) -> list[str]:
+    lines = [f"`{result.get('grid')}`'s step (`conv_large`, 32x32x3, batch "
+             f"{result.get('batch')}) on random images of CIFAR-10's shape: "
+             f"{result.get('warmup_steps')} untimed steps, then {result.get('steps')} timed.",
+             "", "| variant | method | ms/step | train images/s | eval ms/image |",
+             "|---|---|---:|---:|---:|"]
+    for name, v in result.get("variants", {}).items():
+        lines.append(f"| {name} | {v['method']} | {v['ms_per_step']:.1f} | "
+                     f"{v['train_images_per_s']:.0f} | {v['eval_ms_per_image']:.3f} |")
+    projection = result.get("projection")
+    if projection:
+        runs = "; ".join(f"{k} {s / 3600:.2f} h" for k, s in projection["run_s"].items())
+        lines += ["", f"**Projection** (not a measurement) at `{result.get('profile')}`: one "
+                      f"run {runs}; the grid at {projection['seeds_per_variant']} seeds a "
+                      f"variant about {projection['grid_s'] / 3600:.1f} h on this device. "
+                      f"Arithmetic: {projection['arithmetic']}."]
     return lines
 
 
