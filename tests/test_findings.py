@@ -27,8 +27,13 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def rows(script):
-    return script.findings(ROOT)
+def gathered(script):
+    return script.gather(ROOT)
+
+
+@pytest.fixture(scope="module")
+def rows(gathered):
+    return gathered[0]
 
 
 def test_every_claim_has_a_finding_at_the_quick_profile(script, rows):
@@ -54,10 +59,35 @@ def test_the_numbers_are_the_reports(script, rows):
             (f.control_collapses, f.variant_collapses)
 
 
-def test_the_readme_holds_what_the_script_renders(script, rows):
+def test_the_readme_holds_what_the_script_renders(script, gathered):
     readme = (ROOT / "README.md").read_text()
     block = re.search(re.escape(script.START) + r"\n(.*)" + re.escape(script.END), readme,
                       re.S)
     assert block is not None
-    assert block.group(1) == script.render(rows)
-    assert (SCRIPT.parent / "findings.md").read_text() == "# Findings\n\n" + script.render(rows)
+    assert block.group(1) == script.render(*gathered)
+    assert (SCRIPT.parent / "findings.md").read_text() == \
+        "# Findings\n\n" + script.render(*gathered)
+
+
+def test_the_compute_spent_is_the_reports_runs_time(script, gathered):
+    """Core-hours from each committed report's runs.csv, summed here by hand: every run so
+    far trained alone (stack 1) on one thread, so its core-seconds are its total_seconds."""
+    _, spent = gathered
+    for c in spent:
+        runs = pd.read_csv(ROOT / "reports" / "results" / f"mnist100-{c.profile}" / "runs.csv")
+        assert set(runs["stack"]) == {1} and set(runs["device"]) == {"cpu (x86_64, 1 threads)"}
+        assert c.runs == len(runs)
+        assert c.core_hours == pytest.approx(runs["total_seconds"].sum() / 3600)
+        assert c.gpu_hours == 0
+
+
+def test_compute_counts_threads_and_shares_a_stack(script):
+    """By hand: 2 h on 4 threads is 8 core-hours; three runs of one stack of 3 h share it
+    (3 h in all); a GPU run's 0.5 h is GPU time."""
+    frame = pd.DataFrame({
+        "total_seconds": [7200.0, 10800.0, 10800.0, 10800.0, 1800.0],
+        "stack": [1, 3, 3, 3, 1],
+        "device": ["cpu (x86_64, 4 threads)"] + ["cpu (x86_64, 1 threads)"] * 3
+                  + ["cuda (NVIDIA H200)"]})
+    c = script.compute_spent(frame, "p")
+    assert (c.runs, c.core_hours, c.gpu_hours) == (5, pytest.approx(11.0), pytest.approx(0.5))

@@ -13,6 +13,7 @@ tests/test_findings.py checks that every number equals the committed reports' pa
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,17 +104,46 @@ def _plan(steps: Any, variant: str) -> str:
     return f"plan: {int(needed)} paired seeds, about {hours:.1f} h more on 2 workers"
 
 
+@dataclass(frozen=True)
+class Compute:
+    profile: str
+    runs: int  # finished runs
+    core_hours: float  # CPU: each run's training and evaluation time x its threads
+    gpu_hours: float  # GPU: each run's time (one device per run)
+
+
+def _threads(device: str) -> int:
+    """The CPU threads a run used, from its device text ("cpu (x86_64, 1 threads)")."""
+    found = re.search(r"(\d+) threads", device)
+    return int(found.group(1)) if found else 1
+
+
+def compute_spent(frame: Any, profile: str) -> Compute:
+    """The compute behind a store's finished runs. A run trained in a stack of seeds shares
+    its stack's time (`total_seconds` is the stack's), so each counts 1/stack of it."""
+    seconds = frame["total_seconds"] / frame["stack"].clip(lower=1)
+    on_cpu = frame["device"].str.startswith("cpu")
+    cpu = (seconds[on_cpu] * frame.loc[on_cpu, "device"].map(_threads)).sum()
+    return Compute(profile, len(frame), float(cpu) / 3600, float(seconds[~on_cpu].sum()) / 3600)
+
+
 def findings(root: Path = ROOT) -> list[Finding]:
     """One finding per claim and profile that has runs of the variant."""
+    return gather(root)[0]
+
+
+def gather(root: Path = ROOT) -> tuple[list[Finding], list[Compute]]:
+    """The findings, and the compute each profile's store holds."""
     from sslbench.bench.store.runstore import RunStore
     from sslbench.reports.build import gather_report
 
-    rows = []
+    rows, spent = [], []
     for source in SOURCES:
         scheme, _, path = source.url.partition(":///")
         store = RunStore(f"{scheme}:///{root / path}", read_only=True)
         data = gather_report(store, GRID, source.profile, sesoi=SESOI)
         frame = data.frame
+        spent.append(compute_spent(frame, source.profile))
         for variant, topic, claim in CLAIMS:
             paired = data.paired[data.paired["variant"] == variant]
             if paired.empty:
@@ -127,7 +157,7 @@ def findings(root: Path = ROOT) -> list[Finding]:
                 int(runs["control"]["collapsed"].sum()), int(runs[variant]["collapsed"].sum()),
                 str(p["verdict"]), str(p["decision"]),
                 _rule(data.until_decided, variant), _plan(data.steps, variant)))
-    return rows
+    return rows, spent
 
 
 def _interval(f: Finding) -> str:
@@ -136,7 +166,19 @@ def _interval(f: Finding) -> str:
     return f"{f.mean_diff:+.2f} [{f.ci_low:+.2f}, {f.ci_high:+.2f}]"
 
 
-def render(rows: list[Finding]) -> str:
+def _spent_line(spent: list[Compute]) -> str:
+    parts = []
+    for c in spent:
+        gpu = f" and {c.gpu_hours:.1f} GPU-hours" if c.gpu_hours > 0 else ""
+        parts.append(f"{c.profile}: {c.core_hours:.1f} core-hours{gpu} over {c.runs} "
+                     f"finished runs")
+    total = sum(c.core_hours for c in spent)
+    return (f"Compute spent on these answers so far: {'; '.join(parts)}; {total:.1f} "
+            f"core-hours in all (each run's training and evaluation time times its threads; "
+            f"a cell still unfinished counts once it finishes).")
+
+
+def render(rows: list[Finding], spent: list[Compute] | None = None) -> str:
     lines = [
         f"Built by `reports/results/findings/findings.py` from the committed stores, at "
         f"δ = {SESOI:g} points; each row links its report, where the seeds, commits and "
@@ -156,6 +198,8 @@ def render(rows: list[Finding]) -> str:
             f"({f.n}) | {_interval(f)} | {f.control_collapses}/{f.control_runs} / "
             f"{f.variant_collapses}/{f.variant_runs} | {verdict} | "
             f"[{f.folder}](reports/results/{f.folder}/report.md) |")
+    if spent:
+        lines += ["", _spent_line(spent)]
     lines += ["", *_quick_vs_paper(rows)]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -186,8 +230,8 @@ def _quick_vs_paper(rows: list[Finding]) -> list[str]:
         if out else []
 
 
-def write(rows: list[Finding]) -> str:
-    table = render(rows)
+def write(rows: list[Finding], spent: list[Compute]) -> str:
+    table = render(rows, spent)
     (HERE / "findings.md").write_text("# Findings\n\n" + table)
     text = README.read_text()
     if START not in text or END not in text:
@@ -200,4 +244,4 @@ def write(rows: list[Finding]) -> str:
 
 
 if __name__ == "__main__":
-    print(write(findings()))
+    print(write(*gather()))
