@@ -128,6 +128,7 @@ FASHION_MNIST = DatasetSpec(
     download_host="fashion-mnist.s3-website.eu-central-1.amazonaws.com",
     debian_package="dataset-fashion-mnist",
     debian_dir="/usr/share/datasets/fashion-mnist",
+    hflip=True,  # a mirrored shirt or sneaker is still one (unlike a mirrored digit)
 )
 
 
