@@ -70,7 +70,8 @@ def tests(session: nox.Session) -> None:
     # tests use fabricated files of them).
     for dataset in ("mnist", "fashion_mnist"):
         _run(session, "sslbench", "data", "fetch", "--dataset", dataset)
-    _run(session, "pytest", *(session.posargs or ["-q"]))
+    # The 15 slowest tests are named at the end, so a CI log shows where its time went.
+    _run(session, "pytest", *(session.posargs or ["-q", "--durations=15"]))
 
 
 PACKAGE_FOLDERS = ("bench", "methods", "ablations", "reports")  # installed as sslbench.<folder>
