@@ -42,7 +42,7 @@ def child_cifar(options: Options, deadline: float, partial: SectionFile) -> dict
     from sslbench.bench.core.data import prepare
     from sslbench.bench.core.overrides import build_config
     from sslbench.bench.core.train import init_state, start_epoch
-    from sslbench.bench.measure.gpucheck.profile_section import run_steps
+    from sslbench.bench.measure.gpucheck.profile_section import seconds_per_step
 
     del deadline  # a few steps per variant: the parent's estimate covers them
     sizes, device = options.sizes, torch.device(options.device)
@@ -62,11 +62,7 @@ def child_cifar(options: Options, deadline: float, partial: SectionFile) -> dict
         state = init_state(config, [0], prepare(config.data, [0], options.root, device), device)
         start_epoch(state)
         weight = torch.tensor(state.method.weight(PROFILE_EPOCH), device=device)
-        warmup, count = sizes.cifar_warmup_steps, sizes.cifar_steps
-        run_steps(state, weight, 0, warmup)
-        started = time.perf_counter()
-        run_steps(state, weight, warmup, count)
-        step_s = (time.perf_counter() - started) / count
+        step_s = seconds_per_step(state, weight, sizes.cifar_warmup_steps, sizes.cifar_steps)
         assert state.data.test_images is not None
         probe = state.data.test_images
         started = time.perf_counter()

@@ -58,10 +58,7 @@ def profile_stack(config: Any, runs: int, options: Options) -> tuple[dict[str, A
     start_epoch(state)
     weight = torch.tensor(state.method.weight(PROFILE_EPOCH), device=device)
     warmup, count = sizes.profile_warmup_steps, sizes.profile_steps
-    run_steps(state, weight, 0, warmup)
-    started = time.perf_counter()
-    run_steps(state, weight, warmup, count)
-    step_ms = (time.perf_counter() - started) / count * 1000
+    step_ms = seconds_per_step(state, weight, warmup, count) * 1000
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
@@ -87,6 +84,15 @@ def run_steps(state: Any, weight: Any, first: int, count: int) -> None:
         train_step(state, batch_indices(state, step % state.plan.steps), weight, PROFILE_EPOCH)
     if state.device.type == "cuda":
         torch.cuda.synchronize(state.device)
+
+
+def seconds_per_step(state: Any, weight: Any, warmup: int, count: int) -> float:
+    """`warmup` untimed steps (allocations, autotuning), then the mean wall time of the next
+    `count` steps, in seconds, the device's work included."""
+    run_steps(state, weight, 0, warmup)
+    started = time.perf_counter()
+    run_steps(state, weight, warmup, count)
+    return (time.perf_counter() - started) / count
 
 
 def event_counts(events: Sequence[Any], steps: int, wall_us: float, step_us: float
