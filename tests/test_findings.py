@@ -57,6 +57,24 @@ def test_the_numbers_are_the_reports(script, rows):
         assert (int(summary.loc["control", "collapses"]),
                 int(summary.loc[f.variant, "collapses"])) == \
             (f.control_collapses, f.variant_collapses)
+        for name, ci in (("control", f.control_rate_ci), (f.variant, f.variant_rate_ci)):
+            assert ci == pytest.approx((summary.loc[name, "rate_ci_low"],
+                                        summary.loc[name, "rate_ci_high"]))
+        assert f.collapse_p == pytest.approx(float(paired["collapse_p"]))
+
+
+def test_collapse_rates_carry_their_interval_and_paired_test(script, rows):
+    """By hand: 0 of 11 runs collapsed has the Clopper-Pearson interval 0 to
+    1 - 0.025^(1/11) = 28.5%; 2 of 11 against 0 of 11, with the two collapses on seeds where
+    the control did not collapse, has the exact McNemar p of 2 discordant pairs both one
+    way: 2 * 0.5^2 = 0.5."""
+    f = next(r for r in rows if r.variant == "batch_scaling" and r.profile == "quick")
+    g = script.Finding(**{**f.__dict__, "control_runs": 11, "variant_runs": 11,
+                          "control_collapses": 0, "variant_collapses": 2,
+                          "control_rate_ci": (0.0, 100 * (1 - 0.025 ** (1 / 11))),
+                          "variant_rate_ci": (2.28, 51.8), "collapse_p": 2 * 0.5 ** 2})
+    assert script._collapses(g) == "0/11 (0-28%) / 2/11 (2-52%); McNemar p 0.5"
+    assert "McNemar p" in script.render(rows)
 
 
 def test_the_readme_holds_what_the_script_renders(script, gathered):

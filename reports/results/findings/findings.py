@@ -71,6 +71,11 @@ class Finding:
     ci_high: float
     control_collapses: int
     variant_collapses: int
+    # Each collapse rate's 95% Clopper-Pearson interval, in percent (the report's summary),
+    # and the exact McNemar p of the paired difference in collapses (its paired table).
+    control_rate_ci: tuple[float, float]
+    variant_rate_ci: tuple[float, float]
+    collapse_p: float
     verdict: str  # the report's verdict, word for word
     decision: str  # its word: better | worse | equivalent | inconclusive | undetermined
     rule: str  # the stopping rule's decision, where the grid ran --until-decided
@@ -150,14 +155,35 @@ def gather(root: Path = ROOT) -> tuple[list[Finding], list[Compute]]:
                 continue
             p = paired.iloc[0]
             runs = {v: frame[frame["variant"] == v] for v in ("control", variant)}
+            rates = data.summary.set_index("variant")
             rows.append(Finding(
                 variant, topic, claim, source.profile, source.folder,
                 len(runs["control"]), len(runs[variant]), int(p["n"]), float(p["mean_diff"]),
                 float(p["ci_low"]), float(p["ci_high"]),
                 int(runs["control"]["collapsed"].sum()), int(runs[variant]["collapsed"].sum()),
+                _rate_ci(rates, "control"), _rate_ci(rates, variant), float(p["collapse_p"]),
                 str(p["verdict"]), str(p["decision"]),
                 _rule(data.until_decided, variant), _plan(data.steps, variant)))
     return rows, spent
+
+
+def _rate_ci(summary: Any, variant: str) -> tuple[float, float]:
+    return (float(summary.loc[variant, "rate_ci_low"]),
+            float(summary.loc[variant, "rate_ci_high"]))
+
+
+def _collapses(f: Finding) -> str:
+    """Collapses as counts, each rate's 95% interval and the paired test: the ramp-up claim
+    is about failures, so how sure the rates are matters as much as the effect."""
+    def one(count: int, runs: int, ci: tuple[float, float]) -> str:
+        return f"{count}/{runs} ({ci[0]:.0f}-{ci[1]:.0f}%)"
+    return (f"{one(f.control_collapses, f.control_runs, f.control_rate_ci)} / "
+            f"{one(f.variant_collapses, f.variant_runs, f.variant_rate_ci)}; "
+            f"McNemar p {f.collapse_p:.2g}")
+
+
+def _seeds(n: int) -> str:
+    return f"{n} paired seed{'' if n == 1 else 's'}"
 
 
 def _interval(f: Finding) -> str:
@@ -185,18 +211,21 @@ def render(rows: list[Finding], spent: list[Compute] | None = None) -> str:
         f"device are stated. Effect: the variant minus the blog's setting (the control), "
         f"in accuracy points, with its 95% paired t interval over the seeds where both "
         f"finished and neither collapsed. A collapsed run (under twice chance) is a "
-        f"failure, counted here and left out of the effect.",
+        f"failure, counted here and left out of the effect; its rate is given with its "
+        f"95% Clopper-Pearson interval, and the exact McNemar test compares the two on the "
+        f"seeds both ran.",
         "",
         "| claim (the blog's words) | profile | seeds control / variant (paired) | effect, "
         "points [95% CI] | collapses control / variant | verdict | report |",
         "|---|---|---|---|---|---|---|",
     ]
     for f in rows:
-        verdict = "; ".join(x for x in (f.verdict, f.rule, f.plan) if x)
+        # A verdict the rule already gave ("worse by the stopping rule ...") is not repeated.
+        rule = "" if "by the stopping rule" in f.verdict else f.rule
+        verdict = "; ".join(x for x in (f.verdict, rule, f.plan) if x)
         lines.append(
             f"| {f.topic}: {f.claim} | {f.profile} | {f.control_runs} / {f.variant_runs} "
-            f"({f.n}) | {_interval(f)} | {f.control_collapses}/{f.control_runs} / "
-            f"{f.variant_collapses}/{f.variant_runs} | {verdict} | "
+            f"({f.n}) | {_interval(f)} | {_collapses(f)} | {verdict} | "
             f"[{f.folder}](reports/results/{f.folder}/report.md) |")
     if spent:
         lines += ["", _spent_line(spent)]
@@ -220,7 +249,7 @@ def _quick_vs_paper(rows: list[Finding]) -> list[str]:
             out.append(f"- `{variant}`: quick says {_direction(quick)}; no paper runs yet.")
         elif "open" in (_direction(quick), _direction(paper)):
             out.append(f"- `{variant}`: quick says {_direction(quick)}, paper says "
-                       f"{_direction(paper)} ({paper.n} paired seeds): not yet comparable.")
+                       f"{_direction(paper)} ({_seeds(paper.n)}): not yet comparable.")
         else:
             same = ("the same answer" if _direction(quick) == _direction(paper)
                     else "DIFFERENT answers")
