@@ -302,7 +302,11 @@ def test_ctrl_c_in_the_first_second_is_one_line_and_status_130(tmp_path):
     _, stderr = process.communicate(timeout=120)
     if process.returncode == 2:
         pytest.skip("the command had finished its imports before the signal came")
-    assert process.returncode == 130, stderr[-800:]
+    # 130, or killed by SIGINT (-2), which a shell also reports as 130: when the signal lands
+    # in code that an extension runs through PyRun_String while it imports, CPython marks the
+    # KeyboardInterrupt as unhandled even though main() catches it, and ends by re-raising
+    # SIGINT after main()'s one line (seen once in CI under load).
+    assert process.returncode in (130, -signal.SIGINT), stderr[-800:]
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
