@@ -50,6 +50,16 @@ def test_a_terminal_gets_live_bars_and_a_log_gets_plain_lines():
     assert "[2/4 cells] control/seed0: test acc 91.23%\n" in shown  # kept above the bars
 
 
+def test_time_left_is_not_thrown_by_one_paused_epoch():
+    """By hand: 9 epochs of 10 s and one of 1,800 s (the process was stopped for half an
+    hour), 30 epochs left on 1 worker: 30 x 10 s = 5 min, where the mean (189 s an epoch)
+    would say 1.6 h."""
+    progress = Progress(total=2, done=0, workers=1, epochs_per_cell=30, stream=io.StringIO())
+    progress.epoch_seconds = [10.0] * 5 + [1800.0] + [10.0] * 4
+    progress.epochs_left_in_flight = {"control/seed0": 30}
+    assert progress.time_left_s() == pytest.approx(300.0)
+
+
 def test_the_report_tells_running_cells_from_stale_ones(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = RunStore(url)

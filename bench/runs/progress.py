@@ -7,6 +7,7 @@ per epoch and per finished cell, as before.
 
 from __future__ import annotations
 
+import statistics
 import sys
 from typing import Any
 
@@ -39,8 +40,11 @@ class Progress:
                                  bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {postfix}")
 
     def time_left_s(self) -> float:
-        recent = self.epoch_seconds[-20:]
-        per_epoch = sum(recent) / len(recent) if recent else 0.0
+        # The median of the recent epochs, not their mean: one epoch stretched by a pause
+        # (a stopped process, a suspended laptop, a shared core) would otherwise inflate
+        # the estimate for the next 20 epochs.
+        recent = sorted(self.epoch_seconds[-20:])
+        per_epoch = statistics.median(recent) if recent else 0.0
         epochs_left = (sum(self.epochs_left_in_flight.values())
                        + self.pending * self.epochs_per_cell / self.stack)
         return per_epoch * epochs_left / self.workers
