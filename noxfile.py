@@ -70,12 +70,8 @@ def tests(session: nox.Session) -> None:
     # tests use fabricated files of them).
     for dataset in ("mnist", "fashion_mnist"):
         _run(session, "sslbench", "data", "fetch", "--dataset", dataset)
-    # One test process per core (each test runs torch on one thread, tests/conftest.py);
-    # loadgroup keeps the Slurm tests on one process, as they share one small cluster. The
-    # 15 slowest tests are named at the end, so a CI log shows where its time went. Any
-    # arguments replace these: `nox -s tests -- -q tests/test_train.py` runs on one core.
-    _run(session, "pytest", *(session.posargs or [
-        "-q", "--durations=15", "-n", "auto", "--dist", "loadgroup"]))
+    # The 15 slowest tests are named at the end, so a CI log shows where its time went.
+    _run(session, "pytest", *(session.posargs or ["-q", "--durations=15"]))
 
 
 PACKAGE_FOLDERS = ("bench", "methods", "ablations", "reports")  # installed as sslbench.<folder>

@@ -25,14 +25,8 @@ from sslbench.bench.store.runstore import CellRun, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_CONF = os.environ.get("SSLBENCH_TEST_SLURM", "")
-pytestmark = [
-    pytest.mark.skipif(not SLURM_CONF, reason=(
-        "no Slurm: run `export SSLBENCH_TEST_SLURM=$(.ci/slurm start)` (`.ci/slurm stop` "
-        "after)")),
-    # One test process for them all under `pytest -n`: they share the one-node cluster,
-    # whose few CPUs would otherwise queue one test's jobs behind another's.
-    pytest.mark.xdist_group("slurm"),
-]
+pytestmark = pytest.mark.skipif(not SLURM_CONF, reason=(
+    "no Slurm: run `export SSLBENCH_TEST_SLURM=$(.ci/slurm start)` (`.ci/slurm stop` after)"))
 
 SMOKE = ["ablate", "--grid", "mnist100", "--profile", "smoke", "--threads", "1"]
 # One cell long enough to be interrupted after its first checkpoint (smoke: ~1-4 s an epoch).
