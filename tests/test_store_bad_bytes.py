@@ -289,6 +289,24 @@ def test_ctrl_c_while_a_plugin_imports_is_one_line_and_status_130(tmp_path):
         "interrupted: finished results are kept; run the same command to resume"]
 
 
+def test_ctrl_c_that_a_library_swallowed_is_still_one_line_and_status_130(tmp_path):
+    """A library that catches the interrupt while it imports, and then fails on what its
+    half-done import left (numpy's __getattr__ once recursed without end): one line, 130."""
+    plugin = tmp_path / "swallows.py"
+    plugin.write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except BaseException:\n"
+        "    pass  # swallowed, as a careless import does\n"
+        "raise RecursionError('maximum recursion depth exceeded')\n")
+    result = sslbench("ablate", "--list", "--plugin", str(plugin), cwd=tmp_path)
+    assert result.returncode == 130, result.stderr[-800:]
+    assert result.stderr.strip().splitlines() == [
+        "interrupted: finished results are kept; run the same command to resume"]
+
+
 def test_ctrl_c_in_the_first_second_is_one_line_and_status_130(tmp_path):
     """SIGINT while the interpreter imports the engine (torch, scipy, optuna): one line."""
     import signal

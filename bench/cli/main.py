@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -34,15 +36,37 @@ def _early_flags(argv: Sequence[str]) -> tuple[list[str], bool]:
     return known.plugin, known.debug
 
 
+_sigints = 0  # Ctrl-Cs received since main() began
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    global _sigints
+    _sigints += 1
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command's exit status. Ctrl-C at any moment, the first seconds of imports and a
     plugin's own import included, ends in one line and status 130, never a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)  # as Python's own, but counted
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("interrupted: finished results are kept; run the same command to resume",
-              file=sys.stderr)
-        return 130
+        return _interrupted()
+    except Exception:
+        # A library that swallowed the interrupt while it imported can fail later on what
+        # its import left half done (seen: numpy's __getattr__ recursing without end). The
+        # user pressed Ctrl-C: that is the one line, not the traceback it caused.
+        if _sigints == 0:
+            raise
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    print("interrupted: finished results are kept; run the same command to resume",
+          file=sys.stderr)
+    return 130
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -61,6 +85,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except UserError as error:
         if debug:
             traceback.print_exc()
+        if _sigints:  # a plugin failed after swallowing the user's Ctrl-C (see main)
+            return _interrupted()
         print(f"error: {error}", file=sys.stderr)
         return 2
     args = build_parser(full).parse_args(argv)
