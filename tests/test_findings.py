@@ -68,11 +68,18 @@ def test_collapse_rates_carry_their_interval_and_paired_test(script, rows):
     1 - 0.025^(1/11) = 28.5%; 2 of 11 against 0 of 11, with the two collapses on seeds where
     the control did not collapse, has the exact McNemar p of 2 discordant pairs both one
     way: 2 * 0.5^2 = 0.5."""
+    from sslbench.reports.stats import clopper_pearson, paired_rate_p
+
+    control_ci = tuple(100 * x for x in clopper_pearson(0, 11))
+    variant_ci = tuple(100 * x for x in clopper_pearson(2, 11))
+    assert control_ci == pytest.approx((0.0, 100 * (1 - 0.025 ** (1 / 11))))
+    p = paired_rate_p([False] * 11, [True, True] + [False] * 9)
+    assert p == pytest.approx(2 * 0.5 ** 2)
     f = next(r for r in rows if r.variant == "batch_scaling" and r.profile == "quick")
     g = script.Finding(**{**f.__dict__, "control_runs": 11, "variant_runs": 11,
                           "control_collapses": 0, "variant_collapses": 2,
-                          "control_rate_ci": (0.0, 100 * (1 - 0.025 ** (1 / 11))),
-                          "variant_rate_ci": (2.28, 51.8), "collapse_p": 2 * 0.5 ** 2})
+                          "control_rate_ci": control_ci, "variant_rate_ci": variant_ci,
+                          "collapse_p": p})
     assert script._collapses(g) == "0/11 (0-28%) / 2/11 (2-52%); McNemar p 0.5"
     assert "McNemar p" in script.render(rows)
 

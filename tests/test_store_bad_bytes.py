@@ -307,6 +307,26 @@ def test_ctrl_c_that_a_library_swallowed_is_still_one_line_and_status_130(tmp_pa
         "interrupted: finished results are kept; run the same command to resume"]
 
 
+def test_main_in_process_gives_the_callers_sigint_handler_back(tmp_path):
+    """main() counts Ctrl-Cs with its own handler while it runs; a caller in the same
+    process (a test, a script using the API) gets its own handler back afterwards."""
+    import signal
+
+    from sslbench.bench.cli.main import main
+
+    def callers(signum, frame):
+        raise AssertionError("not called here")
+
+    before = signal.signal(signal.SIGINT, callers)
+    try:
+        status = main(["report", "--grid", "mnist100", "--storage",
+                       f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path / "r")])
+        assert status == 2  # no store there: one error line
+        assert signal.getsignal(signal.SIGINT) is callers
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_ctrl_c_in_the_first_second_is_one_line_and_status_130(tmp_path):
     """SIGINT while the interpreter imports the engine (torch, scipy, optuna): one line."""
     import signal

@@ -36,7 +36,7 @@ def _early_flags(argv: Sequence[str]) -> tuple[list[str], bool]:
     return known.plugin, known.debug
 
 
-_sigints = 0  # Ctrl-Cs received since main() began
+_sigints = 0  # Ctrl-Cs received during this main() call
 
 
 def _on_sigint(signum: int, frame: object) -> None:
@@ -48,8 +48,12 @@ def _on_sigint(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command's exit status. Ctrl-C at any moment, the first seconds of imports and a
     plugin's own import included, ends in one line and status 130, never a traceback."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)  # as Python's own, but counted
+    global _sigints
+    _sigints = 0
+    # As Python's own handler, but counted; the caller's is given back (main() is also
+    # called in-process, by tests and by the API).
+    previous = (signal.signal(signal.SIGINT, _on_sigint)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -61,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _sigints == 0:
             raise
         return _interrupted()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _interrupted() -> int:

@@ -43,7 +43,7 @@ class Progress:
         # The median of the recent epochs, not their mean: one epoch stretched by a pause
         # (a stopped process, a suspended laptop, a shared core) would otherwise inflate
         # the estimate for the next 20 epochs.
-        recent = sorted(self.epoch_seconds[-20:])
+        recent = self.epoch_seconds[-20:]
         per_epoch = statistics.median(recent) if recent else 0.0
         epochs_left = (sum(self.epochs_left_in_flight.values())
                        + self.pending * self.epochs_per_cell / self.stack)

@@ -220,8 +220,9 @@ def render(rows: list[Finding], spent: list[Compute] | None = None) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for f in rows:
-        # A verdict the rule already gave ("worse by the stopping rule ...") is not repeated.
-        rule = "" if "by the stopping rule" in f.verdict else f.rule
+        # Under the rule a decided verdict is the rule's ("worse by the stopping rule at
+        # round 3"): its text is not repeated.
+        rule = "" if _direction(f) != "open" else f.rule
         verdict = "; ".join(x for x in (f.verdict, rule, f.plan) if x)
         lines.append(
             f"| {f.topic}: {f.claim} | {f.profile} | {f.control_runs} / {f.variant_runs} "
