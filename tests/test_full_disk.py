@@ -1,5 +1,6 @@
-"""A full disk and a torn journal line: one error line, nothing committed lost, and the next
-command after space is freed works. A real full disk: a small tmpfs, where the test may
+"""A full disk, a read-only disk, a file system that fails SQLite's read and a torn journal
+line: one error line that says what to do, nothing committed lost, and the next command after
+the fault is mended works. A real full disk: a small tmpfs, where the test may
 mount one (root on Linux); skipped with the reason otherwise."""
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(small_disk, data_root, scheme
     errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, full.stderr[-3000:]
     assert "No space left on device" in errors[0] or "full" in errors[0], errors[0]
+    assert "free space" in errors[0] and "permission" not in errors[0], errors[0]
     assert not list(small_disk.rglob("*.part"))
 
     filler.unlink()
@@ -123,4 +125,77 @@ def test_a_read_only_store_reports_and_refuses_writes_in_one_line(small_disk, da
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "run store" in errors[0], refused.stderr[-3000:]
+    assert "writable" in errors[0] and "free space" not in errors[0], errors[0]
     assert finished(url) == kept
+
+
+def test_a_file_system_that_fails_sqlites_read_is_named_and_loses_nothing(tmp_path, data_root):
+    """A real SQLITE_IOERR: a folder where SQLite looks for its rollback journal (a hot
+    journal check reads it) makes every read of the store a "disk I/O error". The line names
+    SQLite's extended code and the file system, not the URL, space or permissions; once the
+    folder is gone the same command finishes and the first cell is kept."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = sslbench(*GRID, "--variants", "control", "--storage", url, "--root", str(data_root))
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = finished(url)
+    (tmp_path / "runs.db-journal").mkdir()
+    failed = sslbench(*GRID, "--variants", "control", "ramp_none", "--storage", url, "--root",
+                      str(data_root))
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, failed.stderr[-3000:]
+    assert "disk I/O error (SQLITE_IOERR_READ)" in errors[0], errors[0]
+    assert "-journal" in errors[0] and "local disk" in errors[0], errors[0]
+    assert "check the --storage URL" not in errors[0] and "free space" not in errors[0]
+
+    (tmp_path / "runs.db-journal").rmdir()
+    assert finished(url) == kept
+    again = sslbench(*GRID, "--variants", "control", "ramp_none", "--storage", url, "--root",
+                     str(data_root))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(finished(url)) == ["control/seed0", "ramp_none/seed0"]
+    assert finished(url)["control/seed0"] == kept["control/seed0"]
+
+
+def test_store_failure_advice_follows_sqlites_own_code(tmp_path):
+    """By hand, on real SQLite errors: a full database (its page limit), a read-only one
+    and a folder in place of the journal each get their own advice and code."""
+    import sqlite3
+
+    from sslbench.bench.store.causes import driver_reason, write_advice
+
+    path = tmp_path / "a.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.commit()
+
+    def error_of(action) -> sqlite3.Error:
+        with pytest.raises(sqlite3.Error) as caught:
+            action()
+        return caught.value
+
+    def fill_page_limit() -> None:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA max_page_count = 2")
+            db.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 50)
+
+    def write_read_only() -> None:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            db.execute("INSERT INTO t VALUES (1)")
+
+    def read_beside_a_journal_folder() -> None:
+        (tmp_path / "a.db-journal").mkdir()
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("SELECT * FROM t").fetchall()
+
+    full, read_only, io_error = (error_of(fill_page_limit), error_of(write_read_only),
+                                 error_of(read_beside_a_journal_folder))
+    assert driver_reason(full) == "database or disk is full (SQLITE_FULL)"
+    assert write_advice(full) == "free space"
+    assert driver_reason(read_only) == "attempt to write a readonly database (SQLITE_READONLY)"
+    assert write_advice(read_only).startswith("make the store and its folder writable")
+    assert driver_reason(io_error) == "disk I/O error (SQLITE_IOERR_READ)"
+    assert "-journal" in write_advice(io_error) and "local disk" in write_advice(io_error)
+    no_space = OSError(28, "No space left on device")
+    assert (driver_reason(no_space), write_advice(no_space)) == ("No space left on device",
+                                                                 "free space")

@@ -21,6 +21,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalStorage
 
 from sslbench.bench.errors import StoreError
+from sslbench.bench.store.causes import driver_cause, driver_reason, write_advice
 from sslbench.bench.store.journal import SafeJournalFileBackend, check_is_journal
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -153,6 +154,12 @@ def open_storage(url: str, create: bool = True, read_only: bool = False) -> Base
     except StoreError:
         raise
     except Exception as error:  # SQLAlchemy, driver and journal errors vary by backend
+        if getattr(driver_cause(error), "sqlite_errorname", None):
+            # SQLite found the file and failed on it (a full disk, a read-only folder, an
+            # unreadable -journal beside it): the URL is right; say what the file system said.
+            raise StoreError(f"cannot open run store {url}: {driver_reason(error)}; "
+                             f"{write_advice(error)}, then run the same command again "
+                             f"(finished cells are kept)") from error
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
         raise StoreError(f"cannot open run store {url}: {reason[:200]}; check the --storage "

@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sslbench.bench.core.legacy import relabel_legacy
 from sslbench.bench.errors import StoreError
+from sslbench.bench.store.causes import driver_reason, write_advice
 from sslbench.bench.store.opening import open_storage
 from sslbench.bench.store.validate import INVALID, record_problem
 
@@ -170,19 +171,6 @@ def with_store_retries(call: Callable[[], T]) -> T:
             lost += 1
 
 
-def _driver_reason(error: BaseException) -> str:
-    """What the database or the file system said, in one short line: Optuna wraps a failed
-    commit in a generic sentence ("... invalid data in the commit, e.g. exceeding max
-    length") whatever the cause; the driver's own message under it names the real one."""
-    cause: BaseException = error
-    if isinstance(cause, optuna.exceptions.StorageInternalError):
-        cause = cause.__cause__ or cause.__context__ or cause
-    if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.orig is not None:
-        cause = cause.orig
-    text = getattr(cause, "strerror", None) or str(cause).strip() or type(cause).__name__
-    return text.splitlines()[0][:160]
-
-
 @contextlib.contextmanager
 def writing(url: str, what: str) -> Iterator[None]:
     """Turn a failed store write (a full disk, a read-only file or folder, a lost server)
@@ -199,9 +187,8 @@ def writing(url: str, what: str) -> Iterator[None]:
                          ) from None
     except (OSError, sqlalchemy.exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError) as error:
-        reason = _driver_reason(error)
-        raise StoreError(f"cannot write to run store {url} ({what}): {reason}; free space or "
-                         f"fix its permissions, then run the same command again (finished "
+        raise StoreError(f"cannot write to run store {url} ({what}): {driver_reason(error)}; "
+                         f"{write_advice(error)}, then run the same command again (finished "
                          f"cells are kept)") from None
 
 
