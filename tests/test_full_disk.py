@@ -158,8 +158,8 @@ def test_a_file_system_that_fails_sqlites_read_is_named_and_loses_nothing(tmp_pa
 
 
 def test_store_failure_advice_follows_sqlites_own_code(tmp_path):
-    """By hand, on real SQLite errors: a full database (its page limit), a read-only one
-    and a folder in place of the journal each get their own advice and code."""
+    """By hand, on real SQLite errors: a full database (its page limit), a read-only one,
+    a folder in place of the journal and damaged bytes each get their own advice and code."""
     import sqlite3
 
     from sslbench.bench.store.causes import driver_reason, write_advice
@@ -188,14 +188,27 @@ def test_store_failure_advice_follows_sqlites_own_code(tmp_path):
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("SELECT * FROM t").fetchall()
 
-    full, read_only, io_error = (error_of(fill_page_limit), error_of(write_read_only),
-                                 error_of(read_beside_a_journal_folder))
+    def read_damaged() -> None:
+        (tmp_path / "a.db-journal").rmdir()
+        data = bytearray(path.read_bytes())
+        data[100:400] = b"\xff" * 300  # the schema page, after the 100-byte file header
+        path.write_bytes(bytes(data))
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("SELECT * FROM t").fetchall()
+
+    full, read_only, io_error, damaged = (
+        error_of(fill_page_limit), error_of(write_read_only),
+        error_of(read_beside_a_journal_folder), error_of(read_damaged))
     assert driver_reason(full) == "database or disk is full (SQLITE_FULL)"
-    assert write_advice(full) == "free space"
+    assert write_advice(full) == ("free space, then run the same command again (finished "
+                                  "cells are kept)")
     assert driver_reason(read_only) == "attempt to write a readonly database (SQLITE_READONLY)"
     assert write_advice(read_only).startswith("make the store and its folder writable")
     assert driver_reason(io_error) == "disk I/O error (SQLITE_IOERR_READ)"
     assert "-journal" in write_advice(io_error) and "local disk" in write_advice(io_error)
+    assert driver_reason(damaged) == "database disk image is malformed (SQLITE_CORRUPT)"
+    assert "sslbench store check" in write_advice(damaged)
+    assert "cells are kept" not in write_advice(damaged)  # a damaged file may have lost some
     no_space = OSError(28, "No space left on device")
-    assert (driver_reason(no_space), write_advice(no_space)) == ("No space left on device",
-                                                                 "free space")
+    assert driver_reason(no_space) == "No space left on device"
+    assert write_advice(no_space).startswith("free space, then")

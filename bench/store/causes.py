@@ -33,8 +33,16 @@ def driver_reason(error: BaseException) -> str:
 
 
 def write_advice(error: BaseException) -> str:
-    """What to do about a failed store write, from its cause: the advice for a full disk
-    does not fit a file system that failed a read, nor a read-only folder."""
+    """What to do about a failed store call, from its cause, ending in how to go on: the
+    advice for a full disk does not fit a file system that failed a read, nor a read-only
+    folder."""
+    advice = _advice(error)
+    if advice.startswith("its bytes are damaged"):  # what was committed may be gone too
+        return advice + ", then run the same command again"
+    return advice + ", then run the same command again (finished cells are kept)"
+
+
+def _advice(error: BaseException) -> str:
     cause = driver_cause(error)
     code = str(getattr(cause, "sqlite_errorname", None) or "")
     number = getattr(cause, "errno", None)
@@ -50,4 +58,10 @@ def write_advice(error: BaseException) -> str:
                 "-journal beside it: check the disk and that the -journal is a readable file "
                 "(not a folder), keep a SQLite store on a local disk, and for several "
                 "machines pass a journal:/// or postgresql:// store")
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return ("its bytes are damaged: `sslbench store check` runs SQLite's integrity check on "
+                "it; restore the file from a copy (the sqlite3 shell's .recover salvages rows)")
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ("another process held its lock past the wait: give concurrent runners a "
+                "journal:/// or postgresql:// store")
     return "free space or fix its permissions"

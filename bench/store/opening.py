@@ -158,8 +158,7 @@ def open_storage(url: str, create: bool = True, read_only: bool = False) -> Base
             # SQLite found the file and failed on it (a full disk, a read-only folder, an
             # unreadable -journal beside it): the URL is right; say what the file system said.
             raise StoreError(f"cannot open run store {url}: {driver_reason(error)}; "
-                             f"{write_advice(error)}, then run the same command again "
-                             f"(finished cells are kept)") from error
+                             f"{write_advice(error)}") from error
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
         raise StoreError(f"cannot open run store {url}: {reason[:200]}; check the --storage "

@@ -188,8 +188,7 @@ def writing(url: str, what: str) -> Iterator[None]:
     except (OSError, sqlalchemy.exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError) as error:
         raise StoreError(f"cannot write to run store {url} ({what}): {driver_reason(error)}; "
-                         f"{write_advice(error)}, then run the same command again (finished "
-                         f"cells are kept)") from None
+                         f"{write_advice(error)}") from None
 
 
 class RunStore:
