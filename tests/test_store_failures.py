@@ -177,3 +177,32 @@ def test_a_busy_sqlite_file_is_waited_out_and_other_errors_are_not(tmp_path):
     with pytest.raises(optuna.exceptions.DuplicatedStudyError):
         with_store_retries(duplicate)
     assert len(calls) == 1  # not a busy file: no second try
+
+
+def test_opening_the_store_again_keeps_this_processs_sqlite_write_lock(tmp_path):
+    """A runner opens its store a second time (the heartbeat's thread, the finishing step)
+    while another of its threads may hold SQLite's write lock. The check that the file is a
+    database read its header with a plain open(); closing that descriptor dropped every
+    POSIX lock the process held on the file, so another runner could write at the same time
+    (seen as a "disk I/O error" with three runners on a fresh file)."""
+    import contextlib
+    import sqlite3
+
+    path = tmp_path / "runs.db"
+    RunStore(f"sqlite:///{path}")  # the file, with Optuna's tables
+    probe = ("import sqlite3, sys\n"
+             "db = sqlite3.connect(sys.argv[1], timeout=0.2, isolation_level=None)\n"
+             "db.execute('BEGIN IMMEDIATE')\n")  # a writer's first lock (RESERVED)
+
+    def another_process_can_write() -> bool:
+        return subprocess.run([sys.executable, "-c", probe, str(path)],
+                              capture_output=True).returncode == 0
+
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # this process's write lock; readers may go on
+        assert not another_process_can_write()
+        RunStore(f"sqlite:///{path}")  # as the heartbeat's thread opens it
+        RunStore(f"sqlite:///{path}", create=False)  # as the finishing step does
+        assert not another_process_can_write()  # the lock is still this process's
+        holder.execute("ROLLBACK")
+    assert another_process_can_write()  # the probe itself can take the lock

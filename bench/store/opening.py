@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ from optuna.storages.journal import JournalStorage
 from sslbench.bench.errors import StoreError
 from sslbench.bench.store.causes import driver_cause, driver_reason, write_advice
 from sslbench.bench.store.journal import SafeJournalFileBackend, check_is_journal
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # A database server that accepts the TCP connection but never answers (a stuck proxy, a
 # wrong port) would otherwise hang the opening forever; libpq's own default is no limit.
@@ -43,6 +42,25 @@ def _four_slashes(url: str) -> str:
     return ""
 
 
+def _holds_sqlite(path: Path) -> bool:
+    """Whether SQLite reads `path` as a database (an empty file is one, to be), asked of
+    SQLite itself and never by a plain open() of the file: closing any descriptor of a
+    database file drops every POSIX lock this process holds on it ("How To Corrupt An SQLite
+    Database File", 2.2), and a runner opens its store again (the heartbeat's thread, the
+    finishing step) while another thread of it may hold the write lock. Another runner could
+    then write at the same time. SQLite's own opens keep the locks; `immutable` takes none
+    and runs no journal recovery, so checking changes nothing."""
+    uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            db.execute("PRAGMA schema_version").fetchone()  # reads the header and page 1
+    except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorname", None) == "SQLITE_NOTADB":
+            return False
+        raise
+    return True
+
+
 def _check_sqlite_file(url: str, create: bool) -> None:
     """A clear error before SQLAlchemy meets a file that is not a SQLite database."""
     if not url.startswith("sqlite:///"):
@@ -56,9 +74,7 @@ def _check_sqlite_file(url: str, create: bool) -> None:
         if path.is_dir():
             raise StoreError(f"run store {path} is a directory, not a SQLite file; "
                              f"pass --storage sqlite:///path/to/file.db")
-        with path.open("rb") as handle:
-            header = handle.read(16)
-        if header and header != SQLITE_MAGIC:
+        if not _holds_sqlite(path):
             raise StoreError(f"run store {path} is not a SQLite database; "
                              f"move it away or pass another --storage URL")
     elif not path.parent.exists() or not os.access(path.parent, os.W_OK):
@@ -88,8 +104,6 @@ def _read_only_sqlite(url: str) -> RDBStorage:
     """An existing SQLite run store opened so that nothing can write to it: the file is
     checked to hold Optuna's tables first (an empty or foreign database is refused, not
     given a schema), then opened in SQLite's read-only mode, with no table creation."""
-    import sqlite3
-
     path = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
     if path.stat().st_size == 0:
         raise StoreError(f"run store {path} is an empty file, not a run store; it was left as "
