@@ -6,6 +6,7 @@ mount one (root on Linux); skipped with the reason otherwise."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def test_store_failure_advice_follows_sqlites_own_code(tmp_path):
     a folder in place of the journal and damaged bytes each get their own advice and code."""
     import sqlite3
 
-    from sslbench.bench.store.causes import driver_reason, write_advice
+    from sslbench.bench.store.causes import driver_reason, store_advice
 
     path = tmp_path / "a.db"
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -200,15 +201,15 @@ def test_store_failure_advice_follows_sqlites_own_code(tmp_path):
         error_of(fill_page_limit), error_of(write_read_only),
         error_of(read_beside_a_journal_folder), error_of(read_damaged))
     assert driver_reason(full) == "database or disk is full (SQLITE_FULL)"
-    assert write_advice(full) == ("free space, then run the same command again (finished "
+    assert store_advice(full) == ("free space, then run the same command again (finished "
                                   "cells are kept)")
     assert driver_reason(read_only) == "attempt to write a readonly database (SQLITE_READONLY)"
-    assert write_advice(read_only).startswith("make the store and its folder writable")
+    assert store_advice(read_only).startswith("make the store and its folder writable")
     assert driver_reason(io_error) == "disk I/O error (SQLITE_IOERR_READ)"
-    assert "-journal" in write_advice(io_error) and "local disk" in write_advice(io_error)
+    assert "-journal" in store_advice(io_error) and "local disk" in store_advice(io_error)
     assert driver_reason(damaged) == "database disk image is malformed (SQLITE_CORRUPT)"
-    assert "sslbench store check" in write_advice(damaged)
-    assert "cells are kept" not in write_advice(damaged)  # a damaged file may have lost some
-    no_space = OSError(28, "No space left on device")
+    assert "sslbench store check" in store_advice(damaged)
+    assert "cells are kept" not in store_advice(damaged)  # a damaged file may have lost some
+    no_space = OSError(errno.ENOSPC, "No space left on device")
     assert driver_reason(no_space) == "No space left on device"
-    assert write_advice(no_space).startswith("free space, then")
+    assert store_advice(no_space).startswith("free space, then")

@@ -184,7 +184,8 @@ def test_opening_the_store_again_keeps_this_processs_sqlite_write_lock(tmp_path)
     while another of its threads may hold SQLite's write lock. The check that the file is a
     database read its header with a plain open(); closing that descriptor dropped every
     POSIX lock the process held on the file, so another runner could write at the same time
-    (seen as a "disk I/O error" with three runners on a fresh file)."""
+    (a likely cause, not a shown one, of the "disk I/O error" once seen with three runners
+    on a fresh file under heavy load)."""
     import contextlib
     import sqlite3
 

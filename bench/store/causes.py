@@ -32,36 +32,38 @@ def driver_reason(error: BaseException) -> str:
     return f"{text} ({code})" if code and code not in text else text
 
 
-def write_advice(error: BaseException) -> str:
+def store_advice(error: BaseException) -> str:
     """What to do about a failed store call, from its cause, ending in how to go on: the
     advice for a full disk does not fit a file system that failed a read, nor a read-only
-    folder."""
-    advice = _advice(error)
-    if advice.startswith("its bytes are damaged"):  # what was committed may be gone too
-        return advice + ", then run the same command again"
-    return advice + ", then run the same command again (finished cells are kept)"
+    folder, and a damaged file may have lost finished cells too."""
+    advice, cells_kept = _advice(error)
+    if cells_kept:
+        return advice + ", then run the same command again (finished cells are kept)"
+    return advice + ", then run the same command again"
 
 
-def _advice(error: BaseException) -> str:
+def _advice(error: BaseException) -> tuple[str, bool]:
+    """The advice, and whether what was committed is certainly still there."""
     cause = driver_cause(error)
     code = str(getattr(cause, "sqlite_errorname", None) or "")
     number = getattr(cause, "errno", None)
     if code == "SQLITE_FULL" or number == errno.ENOSPC:
-        return "free space"
+        return "free space", True
     if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) \
             or number in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "make the store and its folder writable, or pass another --storage URL"
+        return "make the store and its folder writable, or pass another --storage URL", True
     if code.startswith("SQLITE_IOERR"):
         # The OS failed a read, write, lock or sync of the file: a failing or remote disk
         # (SQLite's locks are unreliable on network file systems), not space or permissions.
         return ("the file system failed SQLite's read, write or lock of the file or of its "
                 "-journal beside it: check the disk and that the -journal is a readable file "
                 "(not a folder), keep a SQLite store on a local disk, and for several "
-                "machines pass a journal:/// or postgresql:// store")
+                "machines pass a journal:/// or postgresql:// store"), True
     if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return ("its bytes are damaged: `sslbench store check` runs SQLite's integrity check on "
-                "it; restore the file from a copy (the sqlite3 shell's .recover salvages rows)")
+                "it; restore the file from a copy (the sqlite3 shell's .recover salvages "
+                "rows)"), False
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return ("another process held its lock past the wait: give concurrent runners a "
-                "journal:/// or postgresql:// store")
-    return "free space or fix its permissions"
+                "journal:/// or postgresql:// store"), True
+    return "free space or fix its permissions", True

@@ -22,7 +22,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalStorage
 
 from sslbench.bench.errors import StoreError
-from sslbench.bench.store.causes import driver_cause, driver_reason, write_advice
+from sslbench.bench.store.causes import driver_cause, driver_reason, store_advice
 from sslbench.bench.store.journal import SafeJournalFileBackend, check_is_journal
 
 # A database server that accepts the TCP connection but never answers (a stuck proxy, a
@@ -172,7 +172,7 @@ def open_storage(url: str, create: bool = True, read_only: bool = False) -> Base
             # SQLite found the file and failed on it (a full disk, a read-only folder, an
             # unreadable -journal beside it): the URL is right; say what the file system said.
             raise StoreError(f"cannot open run store {url}: {driver_reason(error)}; "
-                             f"{write_advice(error)}") from error
+                             f"{store_advice(error)}") from error
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
         raise StoreError(f"cannot open run store {url}: {reason[:200]}; check the --storage "

@@ -39,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sslbench.bench.core.legacy import relabel_legacy
 from sslbench.bench.errors import StoreError
-from sslbench.bench.store.causes import driver_reason, write_advice
+from sslbench.bench.store.causes import driver_reason, store_advice
 from sslbench.bench.store.opening import open_storage
 from sslbench.bench.store.validate import INVALID, record_problem
 
@@ -188,7 +188,7 @@ def writing(url: str, what: str) -> Iterator[None]:
     except (OSError, sqlalchemy.exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError) as error:
         raise StoreError(f"cannot write to run store {url} ({what}): {driver_reason(error)}; "
-                         f"{write_advice(error)}") from None
+                         f"{store_advice(error)}") from None
 
 
 class RunStore:
